@@ -1,0 +1,66 @@
+"""The small public API: train, evaluate (and load/predict in dlkit.infer)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import make_config
+from .track.console import Console
+
+
+@dataclass
+class Run:
+    """A finished training run: its folder, final summary and per-epoch history."""
+
+    dir: Path
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "checkpoints" / "best.safetensors"
+
+    def load(self, device: str = "auto"):
+        from .infer import load
+
+        return load(self.dir, device)
+
+    def evaluate(self, **kwargs) -> dict[str, Any]:
+        return evaluate(self.dir, **kwargs)
+
+
+def train(config: str | Path | None = None, *, resume: str | Path | None = None, quiet: bool = False,
+          log: TextIO | None = None, **overrides: Any) -> Run:
+    """Train a model; keyword arguments are TrainConfig fields (data, model, epochs, lr, ...).
+
+    Args:
+        config: optional YAML file of TrainConfig fields; keyword arguments override it.
+        resume: a run folder to continue from its last checkpoint (its saved config is the base).
+        quiet: print nothing.
+        log: where progress is printed (default stdout).
+    Returns:
+        Run, with .dir, .summary, .history, .checkpoint and .load().
+    Raises:
+        UserError: for bad input, before any work starts.
+    Example:
+        run = dlkit.train(data="fashion-mnist", model="lenet-modern", epochs=10)
+    """
+    from .track.rundir import read_config
+    from .train.trainer import Trainer
+
+    if resume is not None:
+        base = read_config(Path(resume))
+        cfg = make_config({**base, **overrides}, None)
+    else:
+        cfg = make_config(overrides, config)
+    trainer = Trainer(cfg, Console(quiet=quiet, stream=log), resume=resume).setup()
+    summary = trainer.fit()
+    return Run(trainer.run_dir, summary, trainer.history)
+
+
+def evaluate(path: str | Path, data: str | None = None, split: str = "val", **kwargs: Any) -> dict[str, Any]:
+    """Loss, accuracy, top-5, per-class precision/recall/F1 and the confusion matrix of a run or checkpoint."""
+    from .evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(path, data=data, split=split, **kwargs)

@@ -1,0 +1,1 @@
+"""The dlkit command line."""

@@ -1,0 +1,210 @@
+"""`dlkit` subcommands: one short function each, calling the library. User mistakes exit 2 with one line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from dataclasses import fields
+
+from ..errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ---- train ---------------------------------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..api import train
+
+    overrides = {f.name: getattr(args, f.name) for f in _config_fields() if hasattr(args, f.name)}
+    log = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the JSON summary
+    run = train(args.config, resume=args.resume, quiet=args.quiet, log=log, **overrides)
+    if args.json:
+        print(json.dumps(run.summary))
+    elif not args.quiet:
+        print(_closing(run.summary))
+    return 0
+
+
+def _closing(s: dict) -> str:
+    return (f"done: best val acc {s['best_val_acc']:.4f} at epoch {s['best_epoch']}, {s['wall_s']:.1f}s, "
+            f"{s['images_per_s']:,.0f} img/s on {s['device']}\n"
+            f"  run:         {s['run_dir']}\n  checkpoint:  {s['checkpoint']}\n"
+            + (f"  tensorboard: tensorboard --logdir {s['tensorboard']}\n" if s.get("tensorboard") else "")
+            + f"  predict:     dlkit predict {s['run_dir']} IMAGE...")
+
+
+# ---- eval and predict ----------------------------------------------------------------------------------------------
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate_checkpoint, format_report
+
+    result = evaluate_checkpoint(args.run, data=args.data, split=args.split, data_dir=args.data_dir,
+                                 batch_size=args.batch_size, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['checkpoint']} on {result['data']} ({result['split']})")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    names = [row["class"] for row in result["per_class"]]
+    print(format_report(result, names))
+    print(f"confusion matrix saved: {result['confusion_png']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..data.images import ImageError
+    from ..infer import load
+    from ..infer.predictor import expand_inputs
+
+    if args.topk < 1:
+        raise UserError(f"--topk must be at least 1 (got {args.topk})")
+    predictor = load(args.run, device=args.device)
+    failed = 0
+    for path in expand_inputs(args.inputs):
+        try:
+            top = predictor.predict(path, topk=args.topk)
+        except ImageError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"file": str(path), "predictions": [{"class": c, "probability": p} for c, p in top]}))
+        else:
+            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+    return 2 if failed else 0
+
+
+# ---- listings ------------------------------------------------------------------------------------------------------
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..models import MODELS
+    from ..models.zoo import torchvision_names
+
+    if args.torchvision:
+        print("\n".join(f"tv:{n}" for n in torchvision_names()))
+        return 0
+    print("registered models (--model NAME; options with --model-arg key=value):")
+    for entry in MODELS:
+        print(f"  {entry.name:<14} {entry.help} [default size {entry.info.get('default_size')}]")
+    print("  tv:<name>      any torchvision classification model, head replaced (`dlkit models --torchvision` lists them)")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from ..data import BUILTINS, LAYOUTS
+
+    print("built-in datasets (--data NAME):")
+    for entry in BUILTINS:
+        print(f"  {entry.name:<14} {entry.help}")
+    print("layouts understood (--data FOLDER), detected in this order:")
+    for entry in LAYOUTS:
+        print(f"  {entry.name:<24} {entry.help}")
+    print("  CSV manifest             --data FILE.csv with rows path,label[,split]; paths relative to the CSV")
+    return 0
+
+
+# ---- the parser ----------------------------------------------------------------------------------------------------
+
+def _config_fields():
+    from ..config import TrainConfig
+
+    return fields(TrainConfig)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; defaults are suppressed so only what the user typed overrides."""
+    from ..config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in _config_fields():
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        common = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{f.metadata['help']} (default: {_default(f)})"}
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif base is dict:
+            parser.add_argument(flag, action=KeyValue, metavar="KEY=VALUE", **common)
+        else:
+            parser.add_argument(flag, type=base, choices=f.metadata.get("choices"), **common)
+
+
+def _default(f):
+    from dataclasses import MISSING
+
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+class KeyValue(argparse.Action):
+    """--model-arg hidden=256,128 --model-arg dropout=0.5 -> {"hidden": [256, 128], "dropout": 0.5}."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        import yaml
+
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            parser.error(f"{option_string} expects KEY=VALUE (got {value!r})")
+        parsed = [yaml.safe_load(v) for v in raw.split(",")] if "," in raw else yaml.safe_load(raw)
+        current = dict(getattr(namespace, self.dest, None) or {})
+        current[key.replace("-", "_")] = parsed
+        setattr(namespace, self.dest, current)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="dlkit", description="Train, evaluate and use image classifiers.")
+    parser.add_argument("--version", action="version", version=f"dlkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (defaults: digits, lenet-modern)")
+    p.add_argument("--config", help="YAML file of training options; flags override it")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--json", action="store_true", help="print the final summary as one JSON object on stdout")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run or checkpoint on a data split")
+    p.add_argument("run", metavar="RUN|CHECKPOINT")
+    p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
+    p.add_argument("--data-dir", help="where a built-in dataset's files are")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"))
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="predict the class of image files")
+    p.add_argument("run", metavar="RUN|CHECKPOINT")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("--torchvision", action="store_true", help="list torchvision's classification models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list built-in datasets and the folder layouts understood")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

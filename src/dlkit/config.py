@@ -1,0 +1,104 @@
+"""The training config: one typed dataclass, resolved once (defaults < config file < CLI) and saved in every run."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError, require
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, flag: str | None = None) -> Any:
+    """A config field whose metadata also defines its CLI flag."""
+    meta = {"help": help, "choices": choices, "flag": flag}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    data: str = opt("digits", "dataset: a built-in name, a directory or a CSV manifest")
+    data_dir: str | None = opt(None, "where built-in datasets are read from / downloaded to (default ~/.cache/dlkit/datasets/<name>)")
+    val_split: float = opt(0.2, "fraction held out for validation when the data has no validation split")
+    image_size: int | None = opt(None, "side in pixels images are resized to (default: native for built-ins, the model's size for folders)")
+    channels: int | None = opt(None, "1 (grayscale) or 3 (RGB); default: what the data holds", choices=(1, 3))
+    augment: str = opt("none", "training augmentation", choices=("none", "light", "standard"))
+    strict: bool = opt(False, "fail on unreadable images instead of skipping them")
+    cache: str = opt("auto", "decode the dataset once into memory (auto: when it fits)", choices=("auto", "ram", "off"))
+    workers: int | None = opt(None, "DataLoader worker processes when not cached (default: from the core count)")
+    # model
+    model: str = opt("lenet-modern", "model name from `dlkit models`, or tv:<torchvision name>")
+    model_args: dict = opt({}, "extra model keyword arguments as key=value (e.g. dropout=0.5 hidden=256,128)", flag="--model-arg")
+    weights: str | None = opt(None, "local pretrained weights file (.safetensors/.pt/.pth) for the backbone")
+    freeze_backbone: bool = opt(False, "train only the classifier head")
+    # optimisation
+    loss: str = opt("cross-entropy", "loss function", choices=("cross-entropy", "mse", "l1", "huber"))
+    label_smoothing: float = opt(0.0, "label smoothing for cross-entropy, in [0, 1)")
+    optimizer: str = opt("adamw", "optimizer", choices=("sgd", "adagrad", "rmsprop", "adam", "adamw"))
+    lr: float = opt(2e-3, "peak learning rate")
+    momentum: float = opt(0.9, "momentum for sgd and rmsprop")
+    nesterov: bool = opt(False, "Nesterov momentum for sgd")
+    weight_decay: float = opt(0.0, "L2 penalty (decoupled for adamw)")
+    schedule: str = opt("cosine", "learning-rate schedule", choices=("none", "step", "cosine", "onecycle"))
+    warmup_epochs: float = opt(0.0, "linear warm-up length in epochs")
+    clip_grad: float | None = opt(None, "clip the gradient norm to this value")
+    epochs: int = opt(10, "number of passes over the training data")
+    batch_size: int = opt(128, "images per step")
+    patience: int | None = opt(None, "stop early after this many epochs without a better validation accuracy")
+    seed: int = opt(0, "random seed for the split, the initialisation and the sample order")
+    device: str = opt("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
+    amp: bool = opt(False, "mixed precision (bf16 autocast) on CUDA")
+    # run
+    out: str | None = opt(None, "run directory to create (must not exist); default runs/<time>-<data>-<model>")
+    runs_dir: str = opt("runs", "parent folder of auto-named runs")
+    tensorboard: bool = opt(True, "write TensorBoard event files to <run>/tb")
+
+    def validated(self) -> "TrainConfig":
+        """Check values a user can get wrong, before any work starts."""
+        require(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})")
+        require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size}); try 64")
+        require(self.lr > 0, f"--lr must be positive (got {self.lr}); try 0.01")
+        require(0 < self.val_split < 1, f"--val-split must be between 0 and 1 (got {self.val_split}); try 0.2")
+        require(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
+        require(self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})")
+        require(self.image_size is None or self.image_size >= 4, f"--image-size must be at least 4 (got {self.image_size})")
+        require(self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0 (got {self.warmup_epochs})")
+        require(self.patience is None or self.patience >= 1, f"--patience must be at least 1 (got {self.patience})")
+        require(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive (got {self.clip_grad})")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise UserError(f"--{f.name.replace('_', '-')} must be one of {', '.join(map(str, choices))} (got {value!r})")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def make_config(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> TrainConfig:
+    """Defaults, then a YAML config file, then explicit overrides; unknown keys are refused."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(read_config_file(config_file))
+    values.update({k: v for k, v in (overrides or {}).items()})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    require(not unknown, f"unknown config key(s) {', '.join(unknown)}; see `dlkit train --help` for the valid ones")
+    return TrainConfig(**values).validated()
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    require(path.is_file(), f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    require(isinstance(values, dict), f"config file {path} must hold a mapping of key: value")
+    return values

@@ -1,0 +1,107 @@
+"""Built-in datasets: bundled digits (offline), and MNIST, Fashion-MNIST, CIFAR-10 read from local files or downloaded."""
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..registry import Registry
+from . import cifar, idx
+from .source import DataSource, Samples, stratified_split
+
+BUILTINS: Registry = Registry("dataset")
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+
+def default_data_dir(name: str) -> Path:
+    base = os.environ.get("DLKIT_DATA_DIR") or Path.home() / ".cache" / "dlkit" / "datasets"
+    return Path(base) / name
+
+
+@BUILTINS.register("digits", help="8x8 handwritten digits bundled with scikit-learn (1,797 images, 10 classes); offline")
+def load_digits(data_dir: Path | None, val_split: float, seed: int) -> DataSource:
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    train_idx, val_idx = stratified_split(labels, val_split, seed)
+    all_samples = Samples(labels, images)
+    return DataSource("digits", "built-in (scikit-learn)", DIGIT_CLASSES,
+                      all_samples.subset(train_idx), all_samples.subset(val_idx), channels=1)
+
+
+def _idx_builtin(name: str, torchvision_name: str, classes: list[str], mean: float, std: float):
+    def load(data_dir: Path | None, val_split: float, seed: int) -> DataSource:
+        folder = Path(data_dir) if data_dir else default_data_dir(name)
+        found = _idx_folder(folder, torchvision_name)
+        if found is None:
+            _download_torchvision(torchvision_name, folder, name, "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                                  "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz")
+            found = _idx_folder(folder, torchvision_name)
+        train, test = _as_samples(*idx.read_idx_split(found, "train")), _as_samples(*idx.read_idx_split(found, "test"))
+        return DataSource(name, f"built-in ({found})", classes, train, test, test, channels=1, mean=(mean,), std=(std,))
+
+    return load
+
+
+def _as_samples(images: torch.Tensor, labels: torch.Tensor) -> Samples:
+    return Samples(labels, images)
+
+
+def _idx_folder(folder: Path, torchvision_name: str) -> Path | None:
+    for candidate in (folder, folder / torchvision_name / "raw"):
+        if idx.has_idx(candidate):
+            return candidate
+    return None
+
+
+def _download_torchvision(torchvision_name: str, folder: Path, name: str, expected: str) -> None:
+    import torchvision.datasets as tvd
+
+    try:
+        for train in (True, False):
+            getattr(tvd, torchvision_name)(str(folder), train=train, download=True)
+    except Exception as e:  # offline, or a mirror down
+        raise UserError(f"{name} files not found in {folder} and the download failed ({type(e).__name__}); "
+                        f"put {expected} in {folder} or pass --data-dir") from None
+
+
+BUILTINS.register("mnist", help="MNIST handwritten digits, 28x28 grayscale, 60k train / 10k test")(
+    _idx_builtin("mnist", "MNIST", DIGIT_CLASSES, 0.1307, 0.3081))
+BUILTINS.register("fashion-mnist", help="Fashion-MNIST clothing, 28x28 grayscale, 60k train / 10k test")(
+    _idx_builtin("fashion-mnist", "FashionMNIST", FASHION_CLASSES, 0.2860, 0.3530))
+
+
+@BUILTINS.register("cifar10", help="CIFAR-10, 32x32 colour, 50k train / 10k test")
+def load_cifar10(data_dir: Path | None, val_split: float, seed: int) -> DataSource:
+    folder = Path(data_dir) if data_dir else default_data_dir("cifar10")
+    found = cifar.find_cifar_dir(folder)
+    if found is None:
+        _download_cifar10(folder)
+        found = cifar.find_cifar_dir(folder)
+    train = _as_samples(*cifar.read_cifar_split(found, "train"))
+    test = _as_samples(*cifar.read_cifar_split(found, "test"))
+    classes = cifar.read_class_names(found) or CIFAR10_CLASSES
+    return DataSource("cifar10", f"built-in ({found})", classes, train, test, test, channels=3,
+                      mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+
+
+def _download_cifar10(folder: Path) -> None:
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import download_url
+
+    try:
+        download_url(CIFAR10.url, str(folder), CIFAR10.filename, CIFAR10.tgz_md5)
+    except Exception as e:
+        raise UserError(f"cifar10 files not found in {folder} and the download failed ({type(e).__name__}); "
+                        f"put cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta) in {folder} or pass --data-dir") from None
+    with tarfile.open(folder / CIFAR10.filename) as archive:
+        archive.extractall(folder, filter="data")  # "data" refuses ../ and absolute paths

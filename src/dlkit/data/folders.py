@@ -1,0 +1,98 @@
+"""Image folders: class sub-folders, train/val split folders, and the X_image + X_label/*.txt layout."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from .images import is_image_file
+
+SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+
+
+@dataclass
+class FileList:
+    """Labelled image files found by a scan, and what it ignored."""
+
+    files: list[Path] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)      # class name of each file
+    ignored: Counter = field(default_factory=Counter)   # extension -> count of non-image files skipped
+
+    def extend(self, other: "FileList") -> None:
+        self.files += other.files
+        self.names += other.names
+        self.ignored.update(other.ignored)
+
+
+def visible_children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def images_below(folder: Path, found: FileList, class_name: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
+            continue
+        if is_image_file(path):
+            found.files.append(path)
+            found.names.append(class_name)
+        else:
+            found.ignored[path.suffix.lower() or "(no extension)"] += 1
+
+
+def label_folder_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """(X_image, X_label) folder pairs directly inside `folder`."""
+    pairs = []
+    for child in visible_children(folder):
+        if child.is_dir() and child.name.endswith("_image"):
+            label_dir = child.with_name(child.name[: -len("_image")] + "_label")
+            if label_dir.is_dir():
+                pairs.append((child, label_dir))
+    return pairs
+
+
+def scan_label_folders(folder: Path) -> FileList:
+    """Each X_image/<name>.<ext> has X_label/<name>.txt holding its class name."""
+    found = FileList()
+    for image_dir, label_dir in label_folder_pairs(folder):
+        for path in visible_children(image_dir):
+            if not path.is_file():
+                continue
+            if not is_image_file(path):
+                found.ignored[path.suffix.lower() or "(no extension)"] += 1
+                continue
+            label_file = label_dir / (path.stem + ".txt")
+            if not label_file.is_file():
+                found.ignored["(image without label file)"] += 1
+                continue
+            name = label_file.read_text(encoding="utf-8", errors="replace").strip()
+            if not name:
+                raise UserError(f"label file {label_file} is empty; it must hold the class name")
+            found.files.append(path)
+            found.names.append(name.splitlines()[0].strip())
+    return found
+
+
+def scan_class_folders(folder: Path) -> FileList:
+    found = FileList()
+    for child in visible_children(folder):
+        if child.is_dir():
+            images_below(child, found, child.name)
+        elif child.is_file():
+            found.ignored[child.suffix.lower() or "(no extension)"] += 1
+    return found
+
+
+def scan_folder(folder: Path) -> FileList:
+    """Whichever layout `folder` uses: label folders if it has X_image/X_label pairs, class folders otherwise."""
+    return scan_label_folders(folder) if label_folder_pairs(folder) else scan_class_folders(folder)
+
+
+def find_split_dirs(folder: Path) -> dict[str, Path]:
+    found = {}
+    for split, aliases in SPLIT_NAMES.items():
+        for alias in aliases:
+            for candidate in (folder / alias, folder / alias.capitalize()):
+                if candidate.is_dir() and split not in found:
+                    found[split] = candidate
+    return found if "train" in found and len(found) > 1 else {}

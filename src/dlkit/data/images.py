@@ -1,0 +1,91 @@
+"""Reading any image file into a uint8 CxHxW tensor, the one path shared by training, evaluation and prediction."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+# The extensions torchvision's ImageFolder accepts (it skips .gif too), matched case-insensitively.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class ImageError(UserError):
+    """An image file that cannot be decoded."""
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def open_image(source, draft_size: int | None = None):
+    """Open a path or PIL image, fully decoded, upright (EXIF orientation applied).
+
+    draft_size lets JPEG decode at a reduced scale (never below draft_size), much faster for big photos.
+    """
+    from PIL import Image, ImageOps
+
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        try:
+            img = Image.open(source)
+            if draft_size and img.format == "JPEG":
+                img.draft(img.mode, (draft_size, draft_size))
+            img.load()  # decode everything now: truncated files fail here, not mid-epoch
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"{source}: image too large ({e}); raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"{source}: cannot read image ({e})") from None
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not lose an otherwise good image
+        return img
+
+
+def to_channels(img, channels: int):
+    """Convert any PIL mode (16-bit, palette, alpha, CMYK, ...) to L or RGB."""
+    from PIL import Image
+
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 / 65535.0 if arr.max(initial=0) > 255 else 1.0  # 16-bit data down to 8 bits
+        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)  # transparent pixels become white, not black
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def guess_channels(img) -> int:
+    return 1 if img.mode in GRAY_MODES or (img.mode == "P" and _palette_is_gray(img)) else 3
+
+
+def _palette_is_gray(img) -> bool:
+    palette = img.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
+def load_image(source, channels: int, size: int | None = None) -> torch.Tensor:
+    """Decode `source` (path or PIL image) to uint8 [channels, H, W]; resized+cropped to `size` if given."""
+    img = open_image(source, draft_size=size)
+    img = to_channels(img, channels)
+    tensor = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    return resize_center(tensor, size) if size is not None else tensor
+
+
+def resize_center(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to `size` (antialiased) and crop the center square. Works on CxHxW or NxCxHxW."""
+    from torchvision.transforms.v2 import functional as F
+
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images
+    if min(h, w) != size:
+        images = F.resize(images, [size], antialias=True)
+    return F.center_crop(images, [size, size])

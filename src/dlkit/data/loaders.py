@@ -1,0 +1,119 @@
+"""Batches for training: the in-memory fast path (index a uint8 tensor) and the DataLoader path for big folders."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .images import ImageError, guess_channels, load_image, open_image
+from .source import Samples
+
+MEMORY_BUDGET = 4 * 2**30  # bytes of decoded uint8 images kept in RAM when --cache auto
+
+
+def fits_in_memory(n: int, channels: int, size: int, cache: str) -> bool:
+    return cache == "ram" or (cache == "auto" and n * channels * size * size <= MEMORY_BUDGET)
+
+
+def guess_file_channels(paths: list[Path], probe: int = 16) -> int:
+    """1 when the first images are all grayscale, else 3."""
+    for path in paths[:probe]:
+        try:
+            if guess_channels(open_image(path)) == 3:
+                return 3
+        except ImageError:
+            continue
+    return 1
+
+
+def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep: bool) -> tuple[Samples, list[str]]:
+    """Decode every file once (threads: Pillow releases the GIL). Unreadable ones are reported and dropped.
+
+    keep=True returns the images as one uint8 tensor; keep=False only checks them (the DataLoader path).
+    """
+    def decode(path: Path):
+        try:
+            image = load_image(path, channels, size)
+            return image if keep else True
+        except ImageError as e:
+            return e
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(decode, samples.paths))
+    bad = [(p, r) for p, r in zip(samples.paths, results) if isinstance(r, ImageError)]
+    if bad and strict:
+        raise UserError(f"{len(bad)} unreadable image(s), first: {bad[0][1]}; remove them or drop --strict")
+    good = torch.tensor([not isinstance(r, ImageError) for r in results], dtype=torch.bool)
+    kept = samples.subset(good.nonzero().flatten())
+    if keep:
+        kept = Samples(kept.labels, torch.stack([r for r in results if not isinstance(r, ImageError)]) if len(kept) else
+                       torch.zeros(0, channels, size, size, dtype=torch.uint8), kept.paths)
+    notes = [f"skipped {len(bad)} unreadable image(s): " + "; ".join(str(r) for _, r in bad[:3]) + (" ..." if len(bad) > 3 else "")] if bad else []
+    return kept, notes
+
+
+class TensorBatches:
+    """The fast path: one uint8 tensor (on the training device), batched by indexing a seeded permutation."""
+
+    def __init__(self, samples: Samples, batch_size: int, shuffle: bool, device: torch.device, seed: int = 0):
+        self.images = samples.images.to(device)
+        self.labels = samples.labels.to(device)
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.images.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+class FileDataset(torch.utils.data.Dataset):
+    def __init__(self, samples: Samples, channels: int, size: int, augment=None):
+        self.paths, self.labels = samples.paths, samples.labels
+        self.channels, self.size, self.augment = channels, size, augment
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        image = load_image(self.paths[i], self.channels, self.size)
+        return (self.augment(image) if self.augment else image), self.labels[i]
+
+
+class FileBatches:
+    """The DataLoader path for folders too big to keep decoded: worker processes decode and augment."""
+
+    def __init__(self, samples: Samples, channels: int, size: int, batch_size: int, shuffle: bool,
+                 device: torch.device, seed: int = 0, workers: int | None = None, augment=None):
+        self.generator = torch.Generator().manual_seed(seed)  # its own: iterators must not draw from the global RNG
+        workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        self.loader = torch.utils.data.DataLoader(
+            FileDataset(samples, channels, size, augment), batch_size=batch_size, shuffle=shuffle,
+            num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+            generator=self.generator, timeout=120 if workers > 0 else 0,
+        )
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.loader.dataset)
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

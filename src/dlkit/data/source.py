@@ -1,0 +1,76 @@
+"""DataSource: a dataset's splits as labelled files or as one in-memory uint8 tensor, plus what the scan noticed."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import require
+
+
+@dataclass
+class Samples:
+    """One split. Exactly one of `images` (uint8 NxCxHxW, in memory) or `paths` (files) is set."""
+
+    labels: torch.Tensor
+    images: torch.Tensor | None = None
+    paths: list[Path] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "Samples":
+        images = self.images[index] if self.images is not None else None
+        paths = [self.paths[i] for i in index.tolist()] if self.paths is not None else None
+        return Samples(self.labels[index], images, paths)
+
+
+@dataclass
+class DataSource:
+    name: str                         # what the user asked for
+    layout: str                       # the detected layout, printed
+    classes: list[str]
+    train: Samples
+    val: Samples
+    test: Samples | None = None       # a separate test split, when the data has one
+    channels: int | None = None       # known for in-memory data
+    mean: tuple[float, ...] | None = None   # known statistics of a built-in
+    std: tuple[float, ...] | None = None
+    notes: list[str] = field(default_factory=list)  # things the scan skipped or noticed
+
+    def split(self, name: str) -> Samples:
+        if name == "train":
+            return self.train
+        if name == "test":
+            return self.test if self.test is not None else self.val
+        return self.val
+
+    def summary(self) -> str:
+        counts = f"{len(self.train)} train / {len(self.val)} val"
+        if self.test is not None and self.test is not self.val:
+            counts += f" / {len(self.test)} test"
+        return f"data: {self.name} ({self.layout}), {len(self.classes)} classes, {counts}"
+
+
+def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val): each class keeps the same fraction out, at least one where it has two or more."""
+    gen = torch.Generator().manual_seed(seed)
+    train_idx, val_idx = [], []
+    for cls in labels.unique().tolist():
+        idx = (labels == cls).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_val = int(round(len(idx) * val_fraction))
+        n_val = min(max(n_val, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+
+
+def check_classes(classes: list[str], labels: torch.Tensor, where: str) -> None:
+    require(len(labels) > 0, f"no images found in {where}; expected {where}/<class>/<image>.jpg (see `dlkit datasets`)")
+    present = labels.unique().tolist()
+    require(
+        len(present) >= 2,
+        f"only one class ({classes[present[0]]}) found in {where}; a classifier needs at least two classes",
+    )

@@ -1,0 +1,41 @@
+"""uint8 images -> normalised float model input, the same function for training, evaluation and prediction."""
+from __future__ import annotations
+
+import torch
+
+from .images import resize_center
+from .spec import PreprocessSpec
+
+
+def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 NxCxHxW with 1 or 3 channels -> the requested count (grey is repeated; RGB uses PIL's luma weights)."""
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
+def fit_to_spec(images: torch.Tensor, spec: PreprocessSpec, chunk: int = 4096) -> torch.Tensor:
+    """An in-memory uint8 tensor resized/cropped and channel-converted to what the spec says."""
+    parts = [resize_center(convert_channels(images[i:i + chunk], spec.channels), spec.image_size)
+             for i in range(0, len(images), chunk)]
+    return torch.cat(parts) if parts else images
+
+
+def normalize(images: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 or [0,1] float NxCxHxW -> (x - mean) / std as float32, on the images' device."""
+    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def channel_stats(images: torch.Tensor, max_images: int = 20000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0..1 scale, from (a sample of) a uint8 NxCxHxW tensor."""
+    sample = images[:: max(1, len(images) // max_images)].double() / 255
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())

@@ -1,0 +1,54 @@
+"""evaluate_checkpoint: rebuild the checkpoint's data split with its own spec and measure it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import make_batches, open_source, prepare_split
+from ..data.source import Samples
+from ..errors import UserError
+from ..infer.predictor import Predictor, run_dir_of
+from ..train.loop import Inputs, predict_logits
+from .metrics import classification_metrics, save_confusion_png
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "val", data_dir: str | None = None,
+                        batch_size: int = 256, device: str = "auto", out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of a run/checkpoint on `split` of its own data (or `data`), with a confusion-matrix PNG.
+
+    The PNG goes to <run>/eval/ (or out_dir); its path is in the result under "confusion_png".
+    """
+    if split not in ("train", "val", "test"):
+        raise UserError(f"--split must be train, val or test (got {split!r})")
+    predictor = Predictor.from_checkpoint(path, device)
+    cfg = predictor.meta.get("config", {})
+    spec = predictor.spec
+    data = data or cfg.get("data")
+    source = open_source(data, data_dir or (cfg.get("data_dir") if data == cfg.get("data") else None),
+                         cfg.get("val_split", 0.2), cfg.get("seed", 0))
+    samples = _relabel(source.split(split), source.classes, spec.class_names, data)
+    samples, notes = prepare_split(samples, spec, cfg.get("cache", "auto"))
+    batches = make_batches(samples, spec, batch_size, False, predictor.device, workers=cfg.get("workers"))
+    logits, labels = predict_logits(predictor.model, batches, Inputs(spec), lambda: torch.autocast("cpu", enabled=False))
+    result = classification_metrics(logits, labels, spec.class_names)
+    result.update({"checkpoint": str(predictor.path), "data": data, "split": split, "notes": notes})
+    folder = Path(out_dir) if out_dir else (run_dir_of(predictor.path) or predictor.path.parent) / "eval"
+    png = folder / f"confusion_{Path(str(data)).name or 'data'}_{split}.png"
+    save_confusion_png(result["confusion_matrix"], spec.class_names, png, f"{data} ({split}) accuracy {result['accuracy']:.4f}")
+    result["confusion_png"] = str(png)
+    return result
+
+
+def _relabel(samples: Samples, source_classes: list[str], model_classes, data: str) -> Samples:
+    """Map the data's class indices to the model's by name (folders may list classes in another order)."""
+    if list(source_classes) == list(model_classes):
+        return samples
+    index = {name: i for i, name in enumerate(model_classes)}
+    unknown = [c for c in source_classes if c not in index]
+    if unknown:
+        raise UserError(f"{data} has class(es) {', '.join(unknown[:5])} the model was not trained on; "
+                        f"it knows {', '.join(list(model_classes)[:10])}")
+    mapping = torch.tensor([index[c] for c in source_classes])
+    return Samples(mapping[samples.labels], samples.images, samples.paths)

@@ -1,0 +1,70 @@
+"""Classification metrics from logits: loss, accuracy, top-5, per-class precision/recall/F1, confusion matrix."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    from torchmetrics.functional.classification import (multiclass_confusion_matrix, multiclass_f1_score,
+                                                        multiclass_precision, multiclass_recall)
+
+    k = len(class_names)
+    preds = logits.argmax(1)
+    per_class = {"average": None, "num_classes": k, "zero_division": 0}
+    precision = multiclass_precision(preds, labels, **per_class)
+    recall = multiclass_recall(preds, labels, **per_class)
+    f1 = multiclass_f1_score(preds, labels, **per_class)
+    support = torch.bincount(labels, minlength=k)
+    result = {
+        "samples": len(labels),
+        "loss": float(F.cross_entropy(logits, labels)),
+        "accuracy": float((preds == labels).float().mean()),
+        "per_class": [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for name, p, r, f, s in zip(class_names, precision, recall, f1, support)],
+        "confusion_matrix": multiclass_confusion_matrix(preds, labels, num_classes=k).tolist(),
+    }
+    if k >= 5:
+        top5 = logits.topk(5, dim=1).indices
+        result["top5_accuracy"] = float((top5 == labels[:, None]).any(1).float().mean())
+    return result
+
+
+def format_report(m: dict[str, Any], class_names: Sequence[str]) -> str:
+    lines = [f"samples {m['samples']}  loss {m['loss']:.4f}  accuracy {m['accuracy']:.4f}"
+             + (f"  top-5 {m['top5_accuracy']:.4f}" if "top5_accuracy" in m else "")]
+    width = max(8, *(len(n) for n in class_names))
+    lines.append(f"{'class':<{width}}  precision  recall      f1  support")
+    for row in m["per_class"]:
+        lines.append(f"{row['class']:<{width}}  {row['precision']:>9.4f}  {row['recall']:>6.4f}  {row['f1']:>6.4f}  {row['support']:>7}")
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    cells = max(len(str(v)) for r in m["confusion_matrix"] for v in r)
+    for name, row in zip(class_names, m["confusion_matrix"]):
+        lines.append(f"{name:<{width}}  " + " ".join(f"{v:>{cells}}" for v in row))
+    return "\n".join(lines)
+
+
+def save_confusion_png(matrix: list[list[int]], class_names: Sequence[str], path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(class_names)
+    size = min(14, 3 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticklabels(class_names, rotation=45, ha="right")
+    ax.set_yticklabels(class_names)
+    peak = max(max(r) for r in matrix) or 1
+    if k <= 30:
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > peak / 2 else "black")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,110 @@
+"""Predictor: a model rebuilt from a checkpoint's metadata, preprocessing exactly as its saved spec says."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from ..data.images import IMAGE_EXTENSIONS, load_image
+from ..data.spec import PreprocessSpec
+from ..data.transforms import fit_to_spec, normalize
+from ..errors import UserError
+from ..models import create_model
+from ..train.checkpoint import load_tensors
+from ..train.device import resolve_device
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder means its best checkpoint (or last); a file is taken as it is."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise UserError(f"{path} holds no checkpoints/best.safetensors; pass a run folder made by `dlkit train`")
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass a run folder or a checkpoint .safetensors file")
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Path | None:
+    parent = checkpoint.parent
+    return parent.parent if parent.name == "checkpoints" and (parent.parent / "config.yaml").is_file() else None
+
+
+class Predictor:
+    """Class probabilities for images, from a checkpoint alone."""
+
+    def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, meta: dict[str, Any], device: torch.device,
+                 path: Path | None = None):
+        self.model, self.spec, self.meta, self.device, self.path = model.eval(), spec, meta, device, path
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Predictor":
+        file = resolve_checkpoint(path)
+        tensors, meta = load_tensors(file)
+        try:
+            spec = PreprocessSpec.from_dict(meta["spec"])
+            model = create_model(meta["model"], **meta["model_args"])
+            model.load_state_dict(tensors)
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise UserError(f"checkpoint {file} does not describe a model dlkit can rebuild ({e})") from None
+        dev = resolve_device(device)
+        return cls(model.to(dev), spec, meta, dev, file)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    def to_uint8(self, item) -> torch.Tensor:
+        """One image (path, PIL image or CxHxW tensor) -> uint8 tensor at the spec's size and channels."""
+        if isinstance(item, torch.Tensor):
+            image = item if item.dtype == torch.uint8 else (item.float().clamp(0, 1) * 255).round().to(torch.uint8)
+            if image.ndim != 3:
+                raise UserError(f"expected an image tensor of shape CxHxW, got {tuple(item.shape)}")
+            return fit_to_spec(image.unsqueeze(0), self.spec)[0]
+        return load_image(item, self.spec.channels, self.spec.image_size)
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NxCxHxW (already at the spec's size) -> NxK probabilities."""
+        x = normalize(images.to(self.device), self.spec)
+        return self.model(x).float().softmax(1).cpu()
+
+    def predict(self, item, topk: int = 5):
+        """Top-k [(class name, probability), ...] for one image, or a list of those for a list of images."""
+        if isinstance(item, (list, tuple)):
+            return [self._topk(p, topk) for p in self.predict_proba(item)]
+        return self._topk(self.predict_proba([item])[0], topk)
+
+    def predict_proba(self, items: Iterable, batch_size: int = 64) -> torch.Tensor:
+        items = list(items)
+        out = [self.probabilities(torch.stack([self.to_uint8(i) for i in items[s:s + batch_size]]))
+               for s in range(0, len(items), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def _topk(self, probs: torch.Tensor, k: int) -> list[tuple[str, float]]:
+        values, index = probs.topk(min(k, len(probs)))
+        return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
+
+
+def load(path: str | Path, device: str = "auto") -> Predictor:
+    """Load a run folder or checkpoint file for prediction. Example: `dlkit.load("runs/x").predict("cat.jpg")`."""
+    return Predictor.from_checkpoint(path, device)
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to the images below them (sorted)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise UserError(f"{p} does not exist; pass image files or folders of images")
+    if not files:
+        raise UserError("no image files to predict on; pass image files or folders holding .jpg/.png images")
+    return files

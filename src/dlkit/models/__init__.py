@@ -1,0 +1,56 @@
+"""Models: the curriculum registry and torchvision's zoo behind one factory, create_model."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import UserError
+from . import curriculum  # noqa: F401  (registers the curriculum's networks)
+from .base import Classifier
+from .registry import MODELS
+from .zoo import TV_PREFIX, create_torchvision, load_backbone_weights
+
+__all__ = ["Classifier", "MODELS", "create_model", "default_size", "list_models", "load_backbone_weights"]
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+def default_size(name: str) -> int:
+    return 224 if name.startswith(TV_PREFIX) else MODELS.entry(name).info.get("default_size", 32)
+
+
+def create_model(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **options) -> Classifier:
+    """Build a registered model (or tv:<name>) for the given input and class count, checked with a trial forward."""
+    try:
+        if name.startswith(TV_PREFIX):
+            model = create_torchvision(name[len(TV_PREFIX):], in_channels, num_classes, image_size, **options)
+            model.reset_classifier(num_classes)
+        else:
+            model = MODELS.get(name)(in_channels, num_classes, image_size, **options)
+    except TypeError as e:
+        raise UserError(f"bad option for model {name}: {e}; see `dlkit models`") from None
+    except RuntimeError as e:
+        raise _size_error(name, in_channels, image_size, e) from None
+    _check_input(model, name, in_channels, num_classes, image_size)
+    return model
+
+
+def _check_input(model: Classifier, name: str, in_channels: int, num_classes: int, image_size: int) -> None:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, in_channels, image_size, image_size))
+    except RuntimeError as e:
+        raise _size_error(name, in_channels, image_size, e) from None
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (1, num_classes):
+        raise UserError(f"model {name} gives output {tuple(out.shape)} for {num_classes} classes; it cannot be used here")
+
+
+def _size_error(name: str, channels: int, size: int, error: Exception) -> UserError:
+    min_size = 32 if name.startswith(TV_PREFIX) else MODELS.entry(name).info.get("min_size", 32)
+    hint = f"pass --image-size {max(min_size, default_size(name))}" if size < max(min_size, 32) else "try another --image-size"
+    return UserError(f"model {name} cannot take {channels}x{size}x{size} images ({str(error).splitlines()[0][:80]}); {hint}")

@@ -1,0 +1,1 @@
+"""Tracking: the run folder, the console, metrics.jsonl and TensorBoard, all as trainer callbacks."""

@@ -1,0 +1,81 @@
+"""The loop, top to bottom: train_one_epoch and evaluate. Metrics accumulate on the device; no .item() per step."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..data.augment import BatchAugment
+from ..data.spec import PreprocessSpec
+from ..data.transforms import normalize
+
+
+@dataclass
+class Inputs:
+    """uint8 batches -> model input: augmentation (training only, in-memory data) then the spec's normalisation."""
+
+    spec: PreprocessSpec
+    augment: BatchAugment | None = None
+    channels_last: bool = False
+
+    def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        x = images.float().div_(255)
+        if train and self.augment is not None:
+            x = self.augment(x)
+        x = normalize(x, self.spec)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+@dataclass
+class StepParts:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: Callable
+    inputs: Inputs
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    clip_grad: float | None = None
+
+
+def train_one_epoch(parts: StepParts, batches, on_step: Callable[[int, torch.Tensor], None]) -> dict[str, float]:
+    """One pass over `batches`. Returns mean loss and accuracy; calls on_step(images, loss) after each step."""
+    model, optimizer = parts.model, parts.optimizer
+    model.train()
+    totals = None
+    for images, labels in batches:
+        x = parts.inputs(images, train=True)
+        with parts.autocast():
+            logits = model(x)
+            loss = parts.loss_fn(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if parts.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), parts.clip_grad)
+        optimizer.step()
+        parts.scheduler.step()
+        step_totals = torch.stack([loss.detach().float() * len(labels), (logits.argmax(1) == labels).sum().float(),
+                                   torch.tensor(float(len(labels)), device=labels.device)])
+        totals = step_totals if totals is None else totals + step_totals
+        on_step(len(labels), loss.detach())
+    loss_sum, correct, count = totals.tolist()
+    return {"loss": loss_sum / count, "acc": correct / count}
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, batches, inputs: Inputs, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) for every batch, on the CPU, in order."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in batches:
+        with autocast():
+            logits = model(inputs(images, train=False))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(labels.cpu())
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def evaluate(model: torch.nn.Module, batches, inputs: Inputs, loss_fn: Callable, autocast) -> dict[str, float]:
+    logits, labels = predict_logits(model, batches, inputs, autocast)
+    return {"loss": float(loss_fn(logits, labels)), "acc": float((logits.argmax(1) == labels).float().mean())}
