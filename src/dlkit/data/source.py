@@ -50,7 +50,7 @@ class DataSource:
         counts = f"{len(self.train)} train / {len(self.val)} val"
         if self.test is not None and self.test is not self.val:
             counts += f" / {len(self.test)} test"
-        return f"data: {self.name} ({self.layout}), {len(self.classes)} classes, {counts}"
+        return f"data: {self.name}, {len(self.classes)} classes, {counts}"
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

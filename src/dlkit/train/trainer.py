@@ -65,6 +65,8 @@ class Trainer:
         if self.resume_dir:
             self._load_resume_state()
         write_config(self.run_dir, cfg.to_dict())
+        if not self.resume_dir:
+            save_samples(self.data.val, self.data.spec, self.run_dir / "samples")
         return self
 
     def _prepare_data(self) -> PreparedData:
@@ -216,6 +218,20 @@ class Trainer:
         self.best_acc, self.best_epoch = state["best_acc"], state["best_epoch"]
         self.epoch, self.step = meta["epoch"], meta["step"]
         self.console.print(f"resuming {self.run_dir} after epoch {self.epoch} (step {self.step})")
+
+
+def save_samples(samples, spec, folder: Path, count: int = 8) -> None:
+    """A few held-out images as PNG files named <n>_<class>.png, ready for `dlkit predict` (in-memory data only)."""
+    if samples.images is None:
+        return
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    step = max(1, len(samples) // count)
+    for n, i in enumerate(range(0, min(len(samples), step * count), step)):
+        array = samples.images[i].permute(1, 2, 0).squeeze(-1).numpy()
+        name = spec.class_names[int(samples.labels[i])].replace("/", "-")
+        Image.fromarray(array).save(folder / f"{n}_{name}.png")
 
 
 def _seed_everything(seed: int) -> None:
