@@ -47,7 +47,7 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
         run = dlkit.train(data="fashion-mnist", model="lenet-modern", epochs=10)
     """
     from .track.rundir import read_config
-    from .train.trainer import Trainer
+    from .training.trainer import Trainer
 
     if resume is not None:
         base = read_config(Path(resume))
@@ -61,6 +61,6 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
 
 def evaluate(path: str | Path, data: str | None = None, split: str = "val", **kwargs: Any) -> dict[str, Any]:
     """Loss, accuracy, top-5, per-class precision/recall/F1 and the confusion matrix of a run or checkpoint."""
-    from .evaluate import evaluate_checkpoint
+    from .evaluation import evaluate_checkpoint
 
     return evaluate_checkpoint(path, data=data, split=split, **kwargs)

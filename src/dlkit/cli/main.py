@@ -49,7 +49,7 @@ def _closing(s: dict) -> str:
 # ---- eval and predict ----------------------------------------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_checkpoint, format_report
+    from ..evaluation import evaluate_checkpoint, format_report
 
     result = evaluate_checkpoint(args.run, data=args.data, split=args.split, data_dir=args.data_dir,
                                  batch_size=args.batch_size, device=args.device)

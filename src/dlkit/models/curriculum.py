@@ -79,17 +79,18 @@ def quick(in_channels: int, num_classes: int, image_size: int) -> Classifier:
     return _with_head(features, in_channels, image_size, [nn.LazyLinear(64), nn.Linear(64, num_classes)])
 
 
-@MODELS.register("alexnet", default_size=224, min_size=16, help="AlexNet as in d2l (3x3 stem, stride 1, under 64 px)")
+@MODELS.register("alexnet", default_size=224, min_size=16, help="AlexNet as in d2l (3x3 stem, stride 1, under 128 px)")
 def alexnet(in_channels: int, num_classes: int, image_size: int, hidden: int = 4096, dropout: float = 0.5) -> Classifier:
-    if image_size >= 64:
+    big = image_size >= 128  # the 11x11/4 stem and three 3x3/2 pools need at least ~100 px
+    if big:
         stem = [nn.Conv2d(in_channels, 96, 11, stride=4, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2)]
     else:
         stem = [nn.Conv2d(in_channels, 96, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-    pool = nn.MaxPool2d(3, 2) if image_size >= 64 else nn.MaxPool2d(2)
+    pool = (lambda: nn.MaxPool2d(3, 2)) if big else (lambda: nn.MaxPool2d(2))
     features = nn.Sequential(
-        *stem, nn.Conv2d(96, 256, 5, padding=2), nn.ReLU(), pool,
+        *stem, nn.Conv2d(96, 256, 5, padding=2), nn.ReLU(), pool(),
         nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2) if image_size >= 64 else nn.MaxPool2d(2),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(), pool(),
     )
     return _with_head(features, in_channels, image_size, [
         nn.LazyLinear(hidden), nn.ReLU(), nn.Dropout(dropout),
@@ -120,9 +121,9 @@ def _nin_block(c_in: int, c_out: int, kernel: int, stride: int, padding: int) ->
                          nn.Conv2d(c_out, c_out, 1), nn.ReLU(), nn.Conv2d(c_out, c_out, 1), nn.ReLU())
 
 
-@MODELS.register("nin", default_size=224, min_size=8, help="Network in Network as in d2l: no dense layers, global average pooling")
+@MODELS.register("nin", default_size=224, min_size=8, help="Network in Network as in d2l: no dense layers, global average pooling (3x3 stem under 128 px)")
 def nin(in_channels: int, num_classes: int, image_size: int, dropout: float = 0.5) -> Classifier:
-    big = image_size >= 64
+    big = image_size >= 128  # the 11x11/4 stem and three 3x3/2 pools need at least ~100 px
     stem = _nin_block(in_channels, 96, 11, 4, 0) if big else _nin_block(in_channels, 96, 3, 1, 1)
     pool = (lambda: nn.MaxPool2d(3, 2)) if big else (lambda: nn.MaxPool2d(3, 2, padding=1))
     net = nn.Sequential(

@@ -10,7 +10,7 @@ from ..data import make_batches, open_source, prepare_split
 from ..data.source import Samples
 from ..errors import UserError
 from ..infer.predictor import Predictor, run_dir_of
-from ..train.loop import Inputs, predict_logits
+from ..training.loop import Inputs, predict_logits
 from .metrics import classification_metrics, save_confusion_png
 
 

@@ -186,7 +186,7 @@ class Trainer:
         np_state = np.random.get_state()
         return {
             "optimizer": self.parts.optimizer.state_dict(),
-            "scheduler": {k: v for k, v in self.parts.scheduler.state_dict().items() if k != "lr_lambdas"},
+            "scheduler": self.parts.scheduler.state_dict(),  # lr_lambdas is [None]: our multipliers are plain closures
             "rng": {"torch": torch.get_rng_state(), "python": _jsonable(random.getstate()),
                     "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
