@@ -4,23 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from dlkit.cli.main import main
+from fakedata import make_class_folders
 
 FAST = ["--epochs", "2", "--batch-size", "8", "--no-tensorboard", "-q"]
-
-
-def make_class_folders(root: Path, classes=("cat", "dog"), per_class=10, size=12) -> Path:
-    rng = np.random.default_rng(0)
-    for i, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for j in range(per_class):
-            pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8) + np.uint8(160 * i)  # classes differ in brightness
-            Image.fromarray(pixels).save(root / name / f"img {j}.png")
-    return root
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     samples = _relabel(source.split(split), source.classes, spec.class_names, data)
     samples, notes = prepare_split(samples, spec, cfg.get("cache", "auto"))
     batches = make_batches(samples, spec, batch_size, False, predictor.device, workers=cfg.get("workers"))
-    logits, labels = predict_logits(predictor.model, batches, Inputs(spec), lambda: torch.autocast("cpu", enabled=False))
+    logits, labels = predict_logits(predictor.model, batches, Inputs(spec))
     result = classification_metrics(logits, labels, spec.class_names)
     result.update({"checkpoint": str(predictor.path), "data": data, "split": split, "notes": notes})
     folder = Path(out_dir) if out_dir else (run_dir_of(predictor.path) or predictor.path.parent) / "eval"

@@ -64,7 +64,8 @@ def train_one_epoch(parts: StepParts, batches, on_step: Callable[[int, torch.Ten
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, batches, inputs: Inputs, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_logits(model: torch.nn.Module, batches, inputs: Inputs,
+                   autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) for every batch, on the CPU, in order."""
     model.eval()
     all_logits, all_labels = [], []

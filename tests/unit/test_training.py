@@ -1,0 +1,107 @@
+"""Training internals: both data paths, augmentation, schedules, losses, optimizers, early stopping, built-in errors."""
+import math
+
+import pytest
+import torch
+
+import dlkit
+from dlkit.config import make_config
+from dlkit.errors import UserError
+from dlkit.training.optim import LOSSES, OPTIMIZERS, SCHEDULES, lr_multiplier
+
+from fakedata import make_class_folders
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_class_folders(tmp_path / "pets", per_class=8)
+
+
+@pytest.mark.parametrize("cache,augment", [("ram", "standard"), ("off", "standard"), ("off", "none")])
+def test_both_data_paths_train_with_augmentation(folder, tmp_path, cache, augment):
+    run = dlkit.train(data=str(folder), model="quick", image_size=16, cache=cache, augment=augment, workers=0,
+                      epochs=2, batch_size=4, out=str(tmp_path / "run"), tensorboard=False, quiet=True)
+    assert len(run.history) == 2 and all(math.isfinite(r["train_loss"]) for r in run.history)
+
+
+def test_streamed_and_in_memory_paths_give_the_same_evaluation(folder, tmp_path):
+    run = dlkit.train(data=str(folder), model="mlp", image_size=12, epochs=1, batch_size=4,
+                      out=str(tmp_path / "run"), tensorboard=False, quiet=True)
+    from dlkit.data import make_batches, open_source, prepare_split
+    from dlkit.training.loop import Inputs, predict_logits
+
+    predictor = run.load()
+    source = open_source(str(folder))
+    results = []
+    for cache in ("ram", "off"):
+        samples, _ = prepare_split(source.val, predictor.spec, cache)
+        batches = make_batches(samples, predictor.spec, 3, False, torch.device("cpu"), workers=0)
+        results.append(predict_logits(predictor.model, batches, Inputs(predictor.spec)))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+
+
+def test_every_loss_and_optimizer_makes_a_step():
+    logits = torch.randn(4, 3, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 1])
+    for entry in LOSSES:
+        loss = entry.obj(label_smoothing=0.1)(logits, labels)
+        assert loss.ndim == 0 and loss.item() >= 0
+    for entry in OPTIMIZERS:
+        cfg = make_config({"optimizer": entry.name, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4})
+        w = torch.nn.Parameter(torch.ones(3))
+        opt = entry.obj([w], cfg)
+        (w ** 2).sum().backward()
+        opt.step()
+        assert (w < 1).all(), entry.name
+
+
+def test_schedules_warm_up_then_follow_their_shape():
+    for entry in SCHEDULES:
+        f = lr_multiplier(entry.name, total_steps=100, warmup_steps=10)
+        assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    cosine = lr_multiplier("cosine", 100, 0)
+    assert cosine(0) == 1.0 and cosine(50) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0)
+    step = lr_multiplier("step", 90, 0)
+    assert (step(10), step(40), step(80)) == (1.0, pytest.approx(0.1), pytest.approx(0.01))
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    run = dlkit.train(data="digits", model="softmax", epochs=30, lr=1e-6, patience=2,
+                      out=str(tmp_path / "run"), tensorboard=False, quiet=True)
+    assert len(run.history) < 30
+    assert run.history[-1]["epoch"] - run.summary["best_epoch"] == 2
+
+
+def test_a_diverging_loss_stops_with_advice(tmp_path):
+    with pytest.raises(UserError, match="lower --lr"):
+        dlkit.train(data="digits", model="mlp", optimizer="sgd", lr=1e30, epochs=2,
+                    out=str(tmp_path / "run"), tensorboard=False, quiet=True)
+
+
+def test_missing_builtin_files_offline_name_what_to_put_where(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(tvd, "FashionMNIST", offline)
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte.gz.*--data-dir"):
+        dlkit.train(data="fashion-mnist", data_dir=str(tmp_path), epochs=1, quiet=True)
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    runs = [dlkit.train(data="digits", model="lenet-modern", epochs=2, seed=3, augment="light",
+                        out=str(tmp_path / f"r{i}"), tensorboard=False, quiet=True) for i in range(2)]
+    assert [r["val_loss"] for r in runs[0].history] == [r["val_loss"] for r in runs[1].history]
+
+
+def test_tensorboard_event_files_hold_the_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = dlkit.train(data="digits", model="softmax", epochs=2, out=str(tmp_path / "run"), quiet=True)
+    events = EventAccumulator(str(run.dir / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= tags
+    assert [e.step for e in events.Scalars("accuracy/val")] == [1, 2]
