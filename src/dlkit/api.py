@@ -31,7 +31,7 @@ class Run:
 
 
 def train(config: str | Path | None = None, *, resume: str | Path | None = None, quiet: bool = False,
-          log: TextIO | None = None, **overrides: Any) -> Run:
+          log: TextIO | None = None, callbacks: list | None = None, **overrides: Any) -> Run:
     """Train a model; keyword arguments are TrainConfig fields (data, model, epochs, lr, ...).
 
     Args:
@@ -39,6 +39,9 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
         resume: a run folder to continue from its last checkpoint (its saved config is the base).
         quiet: print nothing.
         log: where progress is printed (default stdout).
+        callbacks: extra objects with any of the hooks on_fit_start(trainer), on_epoch_start(trainer),
+            on_batch_end(trainer, batch_size, loss), on_epoch_end(trainer, record), on_fit_end(trainer, summary),
+            on_exception(trainer, error); setting trainer.should_stop ends training after the epoch.
     Returns:
         Run, with .dir, .summary, .history, .checkpoint and .load().
     Raises:
@@ -55,7 +58,7 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
     else:
         cfg = make_config(overrides, config)
     trainer = Trainer(cfg, Console(quiet=quiet, stream=log), resume=resume).setup()
-    summary = trainer.fit()
+    summary = trainer.fit(callbacks)
     return Run(trainer.run_dir, summary, trainer.history)
 
 

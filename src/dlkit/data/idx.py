@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
         raise UserError(f"{name} has a truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[data[2]])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no overflow on crafted headers
     if len(data) != expected:
         raise UserError(f"{name} is truncated or padded: {len(data)} bytes, header says {expected}")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
@@ -47,7 +49,7 @@ def read_idx_file(path: Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise UserError(f"{path} is a damaged gzip file ({e}); download it again") from None
     return parse_idx(raw, str(path))
 

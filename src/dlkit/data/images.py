@@ -52,7 +52,9 @@ def to_channels(img, channels: int):
 
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 / 65535.0 if arr.max(initial=0) > 255 else 1.0  # 16-bit data down to 8 bits
+        # I;16 is known to be 16-bit; for I and F the depth is unknown, so guess from the values
+        sixteen_bit = img.mode.startswith("I;16") or arr.max(initial=0) > 255
+        scale = 255.0 / 65535.0 if sixteen_bit else 1.0
         img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
     if img.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in img.info:
         rgba = img.convert("RGBA")

@@ -48,7 +48,7 @@ def _idx_load(path: Path, val_split: float, seed: int) -> DataSource:
         train_idx, val_idx = stratified_split(train.labels, val_split, seed)
         train, test = train.subset(train_idx), train.subset(val_idx)
     n_classes = int(train.labels.max()) + 1
-    classes = _classes_txt(path) or (FASHION_CLASSES if "fashion" in str(path.resolve()).lower() else
+    classes = _classes_txt(path) or (FASHION_CLASSES if "fashion" in path.resolve().name.lower() else
                                      DIGIT_CLASSES if n_classes <= 10 else [str(i) for i in range(n_classes)])
     return DataSource("", "", classes, train, test, test if has_test else None, channels=1)
 
@@ -81,6 +81,8 @@ def _single_folder_load(path: Path, val_split: float, seed: int) -> DataSource:
 
 def _from_manifest(csv_path: Path, val_split: float, seed: int, allow_outside_root: bool) -> DataSource:
     splits = read_manifest(csv_path, allow_outside_root)
+    if "all" in splits and len(splits) > 1:
+        raise UserError(f"{csv_path}: some rows have a split and some do not; give every row train, val or test")
     if "train" not in splits:
         merged = FileList()
         for scan in splits.values():
@@ -123,8 +125,12 @@ def _ignored_notes(scans) -> list[str]:
         total.ignored.update(scan.ignored)
     if not total.ignored:
         return []
-    kinds = ", ".join(f"{n} {ext}" for ext, n in total.ignored.most_common())
-    return [f"ignored {sum(total.ignored.values())} non-image file(s): {kinds}"]
+    missing = total.ignored.pop("(missing file)", 0)
+    notes = [f"skipped {missing} manifest row(s) whose file does not exist"] if missing else []
+    if total.ignored:
+        kinds = ", ".join(f"{n} {ext}" for ext, n in total.ignored.most_common())
+        notes.append(f"ignored {sum(total.ignored.values())} non-image file(s): {kinds}")
+    return notes
 
 
 def _classes_txt(path: Path) -> list[str] | None:

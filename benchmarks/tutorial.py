@@ -1,0 +1,70 @@
+"""The tutorial loop as the notes write it (d2l `train_ch6` / the beginner course): torchvision dataset +
+ToTensor + DataLoader + a hand-written loop with an accuracy accumulator. The reference every benchmark beats.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+
+def d2l_loaders(root, batch_size: int, folder=None, workers: int = 4):
+    import torchvision
+    from torchvision import transforms
+
+    trans = transforms.ToTensor()
+    if folder is None:
+        train = torchvision.datasets.FashionMNIST(root=str(root), train=True, transform=trans, download=False)
+        test = torchvision.datasets.FashionMNIST(root=str(root), train=False, transform=trans, download=False)
+    else:
+        trans = transforms.Compose([transforms.Grayscale(), transforms.ToTensor()])
+        train = torchvision.datasets.ImageFolder(str(folder / "train"), transform=trans)
+        test = torchvision.datasets.ImageFolder(str(folder / "val"), transform=trans)
+    return (torch.utils.data.DataLoader(train, batch_size, shuffle=True, num_workers=workers),
+            torch.utils.data.DataLoader(test, batch_size, shuffle=False, num_workers=workers))
+
+
+def accuracy(y_hat, y):
+    return float((y_hat.argmax(axis=1).type(y.dtype) == y).type(y.dtype).sum())
+
+
+def evaluate_accuracy(net, data_iter, device):
+    net.eval()
+    correct, total = 0.0, 0
+    with torch.no_grad():
+        for X, y in data_iter:
+            X, y = X.to(device), y.to(device)
+            correct += accuracy(net(X), y)
+            total += y.numel()
+    return correct / total
+
+
+def train_ch6(net, train_iter, test_iter, num_epochs, lr, device, optimizer="sgd", on_epoch=None):
+    """d2l's loop: per batch, zero_grad/forward/backward/step and float() metrics on the host."""
+    net.to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    loss = nn.CrossEntropyLoss()
+    images, seconds = 0, 0.0
+    for epoch in range(num_epochs):
+        net.train()
+        start = time.perf_counter()
+        metric_loss, metric_acc, n = 0.0, 0.0, 0
+        for X, y in train_iter:
+            opt.zero_grad()
+            X, y = X.to(device), y.to(device)
+            y_hat = net(X)
+            l = loss(y_hat, y)
+            l.backward()
+            opt.step()
+            with torch.no_grad():
+                metric_loss += float(l) * X.shape[0]
+                metric_acc += accuracy(y_hat, y)
+                n += X.shape[0]
+        seconds += time.perf_counter() - start
+        images += n
+        test_acc = evaluate_accuracy(net, test_iter, device)
+        if on_epoch:
+            on_epoch(epoch + 1, test_acc)
+    return {"images_per_s": images / seconds, "s_per_epoch": seconds / num_epochs, "test_acc": test_acc,
+            "train_loss": metric_loss / n, "train_acc": metric_acc / n}
