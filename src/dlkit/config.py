@@ -27,7 +27,9 @@ class TrainConfig:
     channels: int | None = opt(None, "1 (grayscale) or 3 (RGB); default: what the data holds", choices=(1, 3))
     augment: str = opt("none", "training augmentation", choices=("none", "light", "standard"))
     strict: bool = opt(False, "fail on unreadable images instead of skipping them")
-    cache: str = opt("auto", "decode the dataset once into memory (auto: when it fits)", choices=("auto", "ram", "off"))
+    cache: str = opt("auto", "keep the decoded dataset in memory: auto (RAM, or GPU memory when training there, when it "
+                     "fits), ram, device, off (stream files through DataLoader workers)", choices=("auto", "ram", "device", "off"))
+    disk_cache: bool = opt(True, "cache decoded image folders on disk (~/.cache/dlkit/decoded) so the next run skips decoding")
     workers: int | None = opt(None, "DataLoader worker processes when not cached (default: from the core count)")
     # model
     model: str = opt("lenet-modern", "model name from `dlkit models`, or tv:<torchvision name>")
@@ -51,6 +53,8 @@ class TrainConfig:
     seed: int = opt(0, "random seed for the split, the initialisation and the sample order")
     device: str = opt("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
     amp: bool = opt(False, "mixed precision (bf16 autocast) on CUDA")
+    compile: bool = opt(False, "torch.compile the model (slower start, faster steps on big models)")
+    deterministic: bool = opt(False, "deterministic algorithms (bitwise repeatable on the CPU; slower on CUDA)")
     # run
     out: str | None = opt(None, "run directory to create (must not exist); default runs/<time>-<data>-<model>")
     runs_dir: str = opt("runs", "parent folder of auto-named runs")

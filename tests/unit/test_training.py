@@ -105,3 +105,34 @@ def test_tensorboard_event_files_hold_the_scalars(tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= tags
     assert [e.step for e in events.Scalars("accuracy/val")] == [1, 2]
+
+
+def test_decoded_folders_are_cached_on_disk_and_reused(folder, tmp_path, monkeypatch):
+    from dlkit.data import loaders, open_source, prepare_data
+
+    first = prepare_data(open_source(str(folder)), 12, 3, 12, disk_cache=True)
+    real_load_image = loaders.load_image
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again despite the disk cache")
+
+    monkeypatch.setattr(loaders, "load_image", no_decoding)
+    second = prepare_data(open_source(str(folder)), 12, 3, 12, disk_cache=True)
+    assert torch.equal(first.train.images, second.train.images) and torch.equal(first.val.labels, second.val.labels)
+    assert first.train.paths == second.train.paths
+    (folder / "cat" / "img 0.png").write_bytes((folder / "cat" / "img 1.png").read_bytes())  # a changed file
+    decoded = []
+    monkeypatch.setattr(loaders, "load_image", lambda *a, **k: decoded.append(1) or real_load_image(*a, **k))
+    prepare_data(open_source(str(folder)), 12, 3, 12, disk_cache=True)
+    assert decoded  # the cache was invalidated and the folder decoded again
+
+
+def test_channels_last_probe_leaves_the_model_unchanged():
+    from dlkit.training.device import prefers_channels_last
+
+    model = dlkit.create_model("quick", in_channels=1, num_classes=3, image_size=16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    choice = prefers_channels_last(model, torch.randn(8, 1, 16, 16), torch.device("cpu"))
+    assert isinstance(choice, bool)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())

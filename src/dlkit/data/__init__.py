@@ -31,15 +31,15 @@ class PreparedData:
 
 
 def prepare_data(source: DataSource, image_size: int | None, channels: int | None, default_size: int,
-                 cache: str = "auto", strict: bool = False) -> PreparedData:
+                 cache: str = "auto", strict: bool = False, disk_cache: bool = False) -> PreparedData:
     """Fix the spec (size, channels, mean/std from the training split) and decode the splits for it."""
     native = source.train.images.shape[-1] if source.train.images is not None else None
     channels = channels or source.channels or guess_file_channels(source.train.paths)
     size = image_size or native or default_size
     spec = PreprocessSpec(size, channels, (0.0,) * channels, (1.0,) * channels, tuple(source.classes))
     notes = list(source.notes)
-    train, train_notes = prepare_split(source.train, spec, cache, strict)
-    val, val_notes = prepare_split(source.val, spec, cache, strict)
+    train, train_notes = prepare_split(source.train, spec, cache, strict, disk_cache)
+    val, val_notes = prepare_split(source.val, spec, cache, strict, disk_cache)
     notes += train_notes + val_notes
     if source.mean is not None and len(source.mean) == channels:
         mean, std = source.mean, source.std
@@ -51,18 +51,29 @@ def prepare_data(source: DataSource, image_size: int | None, channels: int | Non
     return PreparedData(source, replace(spec, mean=mean, std=std), train, val, notes)
 
 
-def prepare_split(samples: Samples, spec: PreprocessSpec, cache: str = "auto", strict: bool = False) -> tuple[Samples, list[str]]:
+def prepare_split(samples: Samples, spec: PreprocessSpec, cache: str = "auto", strict: bool = False,
+                  disk_cache: bool = False) -> tuple[Samples, list[str]]:
     """Samples at the spec's size and channels: in memory when they fit (or already are), else checked file lists."""
     if samples.images is not None:
         return Samples(samples.labels, fit_to_spec(samples.images, spec)), []
     keep = fits_in_memory(len(samples), spec.channels, spec.image_size, cache)
-    return decode_files(samples, spec.channels, spec.image_size, strict, keep=keep)
+    return decode_files(samples, spec.channels, spec.image_size, strict, keep=keep, disk_cache=disk_cache and keep)
 
 
 def make_batches(samples: Samples, spec: PreprocessSpec, batch_size: int, shuffle: bool, device: torch.device,
-                 seed: int = 0, workers: int | None = None, augment: str = "none"):
+                 seed: int = 0, workers: int | None = None, augment: str = "none", cache: str = "auto"):
     """Batches of (uint8 images, labels) on `device`. In-memory data is augmented later, on the device."""
     if samples.images is not None:
-        return TensorBatches(samples, batch_size, shuffle, device, seed)
+        return TensorBatches(samples, batch_size, shuffle, device, seed, storage=_storage(samples, device, cache))
     transform = file_augment(augment, spec.image_size) if shuffle else None
     return FileBatches(samples, spec.channels, spec.image_size, batch_size, shuffle, device, seed, workers, transform)
+
+
+def _storage(samples: Samples, device: torch.device, cache: str) -> torch.device:
+    """Where the decoded tensor lives: on the GPU when training there and it fits in a quarter of free memory."""
+    if device.type != "cuda" or cache == "ram":
+        return device if device.type != "cuda" else torch.device("cpu")
+    if cache == "device":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if samples.images.numel() <= free // 4 else torch.device("cpu")

@@ -15,7 +15,7 @@ MEMORY_BUDGET = 4 * 2**30  # bytes of decoded uint8 images kept in RAM when --ca
 
 
 def fits_in_memory(n: int, channels: int, size: int, cache: str) -> bool:
-    return cache == "ram" or (cache == "auto" and n * channels * size * size <= MEMORY_BUDGET)
+    return cache in ("ram", "device") or (cache == "auto" and n * channels * size * size <= MEMORY_BUDGET)
 
 
 def guess_file_channels(paths: list[Path], probe: int = 16) -> int:
@@ -29,11 +29,27 @@ def guess_file_channels(paths: list[Path], probe: int = 16) -> int:
     return 1
 
 
-def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep: bool) -> tuple[Samples, list[str]]:
+def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep: bool,
+                 disk_cache: bool = False) -> tuple[Samples, list[str]]:
     """Decode every file once (threads: Pillow releases the GIL). Unreadable ones are reported and dropped.
 
     keep=True returns the images as one uint8 tensor; keep=False only checks them (the DataLoader path).
+    disk_cache=True (with keep) reuses an earlier decode of exactly these files at this size.
     """
+    if keep and disk_cache:
+        from . import diskcache
+
+        key = diskcache.cache_key(samples, channels, size)
+        cached = diskcache.load_cached(key)
+        if cached is not None and not (strict and cached[1]):
+            decoded, notes, kept = cached
+            return Samples(decoded.labels, decoded.images, [samples.paths[i] for i in kept.tolist()]), notes
+        decoded, notes = decode_files(samples, channels, size, strict, keep=True)
+        good = set(decoded.paths)
+        kept = torch.tensor([i for i, p in enumerate(samples.paths) if p in good], dtype=torch.int64)
+        diskcache.store(key, decoded, notes, kept)
+        return decoded, notes
+
     def decode(path: Path):
         try:
             image = load_image(path, channels, size)
@@ -56,11 +72,19 @@ def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep:
 
 
 class TensorBatches:
-    """The fast path: one uint8 tensor (on the training device), batched by indexing a seeded permutation."""
+    """The fast path: one uint8 tensor, batched by indexing a seeded permutation; no per-sample Python.
 
-    def __init__(self, samples: Samples, batch_size: int, shuffle: bool, device: torch.device, seed: int = 0):
-        self.images = samples.images.to(device)
-        self.labels = samples.labels.to(device)
+    The tensor lives on `storage` (the GPU itself when it fits there) and batches are moved to `device`.
+    """
+
+    def __init__(self, samples: Samples, batch_size: int, shuffle: bool, device: torch.device, seed: int = 0,
+                 storage: torch.device | None = None):
+        storage = storage or device
+        self.images = samples.images.to(storage)
+        self.labels = samples.labels.to(storage)
+        if storage.type == "cpu" and device.type == "cuda":
+            self.images, self.labels = self.images.pin_memory(), self.labels.pin_memory()
+        self.device = device
         self.batch_size, self.shuffle = batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -77,7 +101,8 @@ class TensorBatches:
         order = order.to(self.images.device)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            yield (self.images[idx].to(self.device, non_blocking=True),
+                   self.labels[idx].to(self.device, non_blocking=True))
 
 
 class FileDataset(torch.utils.data.Dataset):

@@ -38,6 +38,7 @@ LOSSES.register("huber", help="Huber loss between softmax probabilities and one-
 # ---- optimizers: (params, cfg) -> torch.optim.Optimizer -----------------------------------------------------------
 
 def _foreach() -> dict:
+    """Multi-tensor (foreach) updates: one kernel per group of tensors instead of one per parameter."""
     return {"foreach": True}
 
 

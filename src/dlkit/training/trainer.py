@@ -21,7 +21,7 @@ from ..track.console import Console, ConsoleProgress
 from ..track.rundir import MetricsFile, new_run_dir, read_metrics, write_config
 from . import checkpoint as ckpt
 from .callbacks import Checkpointer, EarlyStopping
-from .device import autocast_for, device_label, resolve_device
+from .device import autocast_for, device_label, prefers_channels_last, resolve_device
 from .loop import Inputs, StepParts, evaluate, train_one_epoch
 from .optim import LOSSES, OPTIMIZERS, lr_multiplier
 
@@ -42,6 +42,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.device_label = device_label(self.device, cfg.amp)
         _seed_everything(cfg.seed)
+        configure_backends(self.device, cfg.deterministic)
         self.data = self._prepare_data()
         spec = self.data.spec
         self.model_args = {"in_channels": spec.channels, "num_classes": spec.num_classes,
@@ -53,14 +54,18 @@ class Trainer:
         if cfg.freeze_backbone:
             self.model.freeze_backbone()
         self.model.to(self.device)
+        channels_last = prefers_channels_last(self.model, self._probe_batch(cfg.batch_size), self.device)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.train_batches = make_batches(self.data.train, spec, cfg.batch_size, True, self.device, cfg.seed,
-                                          cfg.workers, cfg.augment)
-        self.val_batches = make_batches(self.data.val, spec, max(cfg.batch_size, 256), False, self.device, cfg.seed, cfg.workers)
+                                          cfg.workers, cfg.augment, cfg.cache)
+        self.val_batches = make_batches(self.data.val, spec, max(cfg.batch_size, 256), False, self.device, cfg.seed,
+                                        cfg.workers, cache=cfg.cache)
         self.steps_per_epoch = len(self.train_batches)
         augment = BatchAugment(cfg.augment, spec.image_size, torch.Generator().manual_seed(cfg.seed + 1)) \
             if self.data.in_memory and cfg.augment != "none" else None
         self.aug_generator = augment.gen if augment else None
-        self.parts = self._step_parts(Inputs(spec, augment))
+        self.parts = self._step_parts(Inputs(spec, augment, channels_last))
         self.run_dir = self.resume_dir or new_run_dir(cfg.out, cfg.runs_dir, cfg.data, cfg.model)
         if self.resume_dir:
             self._load_resume_state()
@@ -69,10 +74,15 @@ class Trainer:
             save_samples(self.data.val, self.data.spec, self.run_dir / "samples")
         return self
 
+    def _probe_batch(self, batch_size: int) -> torch.Tensor:
+        s = self.data.spec
+        return torch.randn(min(batch_size, 256), s.channels, s.image_size, s.image_size, device=self.device)
+
     def _prepare_data(self) -> PreparedData:
         cfg = self.cfg
         source = open_source(cfg.data, cfg.data_dir, cfg.val_split, cfg.seed)
-        data = prepare_data(source, cfg.image_size, cfg.channels, default_size(cfg.model), cfg.cache, cfg.strict)
+        data = prepare_data(source, cfg.image_size, cfg.channels, default_size(cfg.model), cfg.cache, cfg.strict,
+                            cfg.disk_cache)
         if len(data.train) == 0 or len(data.val) == 0:
             raise UserError(f"{cfg.data}: no readable images left in the {'training' if not len(data.train) else 'validation'} split")
         s = data.spec
@@ -90,7 +100,8 @@ class Trainer:
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.schedule, total, warmup))
         loss_fn = LOSSES.get(cfg.loss)(label_smoothing=cfg.label_smoothing)
-        return StepParts(self.model, optimizer, scheduler, loss_fn, inputs, autocast_for(self.device, cfg.amp), cfg.clip_grad)
+        forward = torch.compile(self.model) if cfg.compile else self.model  # same parameters, compiled graph
+        return StepParts(forward, optimizer, scheduler, loss_fn, inputs, autocast_for(self.device, cfg.amp), cfg.clip_grad)
 
     # ---- the run -----------------------------------------------------------------------------------------------
 
@@ -129,7 +140,7 @@ class Trainer:
         if not math.isfinite(train["loss"]):
             raise UserError(f"the training loss became {train['loss']} in epoch {self.epoch}; lower --lr (now {self.cfg.lr:g}) "
                             "or check the input data; the last good checkpoint is kept")
-        val = evaluate(self.model, self.val_batches, self.parts.inputs, self.parts.loss_fn, self.parts.autocast)
+        val = evaluate(self.parts.model, self.val_batches, self.parts.inputs, self.parts.loss_fn, self.parts.autocast)
         best = val["acc"] > self.best_acc
         if best:
             self.best_acc, self.best_epoch = val["acc"], self.epoch
@@ -232,6 +243,15 @@ def save_samples(samples, spec, folder: Path, count: int = 8) -> None:
         array = samples.images[i].permute(1, 2, 0).squeeze(-1).numpy()
         name = spec.class_names[int(samples.labels[i])].replace("/", "-")
         Image.fromarray(array).save(folder / f"{n}_{name}.png")
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """cuDNN autotuning unless results must repeat; deterministic kernels when asked."""
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not deterministic
 
 
 def _seed_everything(seed: int) -> None:
