@@ -136,3 +136,26 @@ def test_channels_last_probe_leaves_the_model_unchanged():
     assert isinstance(choice, bool)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_fast_path_and_dataloader_augmentation_have_the_same_distribution():
+    """Crop offsets and flip rate of BatchAugment (device, batched) match transforms.v2 (DataLoader workers)."""
+    from dlkit.data.augment import BatchAugment, file_augment
+
+    size, n = 16, 3000
+    image = torch.zeros(1, size, size, dtype=torch.uint8)
+    image[0, 5, 3] = 255  # a marker off the centre: its position reveals the shift and the flip
+    batched = BatchAugment("light", size, torch.Generator().manual_seed(0))(image.float().div(255).expand(n, -1, -1, -1))
+    torch.manual_seed(0)
+    v2 = file_augment("light", size)
+    per_sample = torch.stack([v2(image) for _ in range(n)]).float().div(255)
+
+    def stats(x):
+        found = x[:, 0].flatten(1).argmax(1)
+        visible = x[:, 0].flatten(1).amax(1) > 0.5
+        rows, cols = found[visible] // size, found[visible] % size
+        flipped = (cols > size // 2).float().mean()  # the marker sits left of centre unless flipped
+        return visible.float().mean(), rows.float().mean(), rows.float().std(), flipped
+
+    for ours, theirs in zip(stats(batched), stats(per_sample)):
+        assert abs(float(ours) - float(theirs)) < 0.1 * max(1.0, abs(float(theirs)))
