@@ -9,12 +9,17 @@ from typing import Any
 from .errors import UserError, require
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, flag: str | None = None) -> Any:
-    """A config field whose metadata also defines its CLI flag."""
-    meta = {"help": help, "choices": choices, "flag": flag}
+def opt(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, parse=None) -> Any:
+    """A config field whose metadata also defines its CLI flag (and, where the type is not enough, its parser)."""
+    meta = {"help": help, "choices": choices, "flag": flag, "parse": parse}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def int_or_auto(text: str):
+    """CLI parser for --batch-size: an integer or the word auto."""
+    return "auto" if str(text).lower() == "auto" else int(text)
 
 
 @dataclass(frozen=True)
@@ -27,15 +32,20 @@ class TrainConfig:
     channels: int | None = opt(None, "1 (grayscale) or 3 (RGB); default: what the data holds", choices=(1, 3))
     augment: str = opt("none", "training augmentation", choices=("none", "light", "standard"))
     strict: bool = opt(False, "fail on unreadable images instead of skipping them")
+    allow_outside_root: bool = opt(False, "let a CSV manifest name files outside its own folder")
+    max_image_pixels: int | None = opt(None, "raise Pillow's decompression-bomb limit (default ~89 megapixels)")
     cache: str = opt("auto", "keep the decoded dataset in memory: auto (RAM, or GPU memory when training there, when it "
                      "fits), ram, device, off (stream files through DataLoader workers)", choices=("auto", "ram", "device", "off"))
     disk_cache: bool = opt(True, "cache decoded image folders on disk (~/.cache/dlkit/decoded) so the next run skips decoding")
     workers: int | None = opt(None, "DataLoader worker processes when not cached (default: from the core count)")
+    worker_timeout: float = opt(120.0, "seconds a DataLoader worker may take for a batch before the run fails")
     # model
     model: str = opt("lenet-modern", "model name from `dlkit models`, or tv:<torchvision name>")
     model_args: dict = opt({}, "extra model keyword arguments as key=value (e.g. dropout=0.5 hidden=256,128)", flag="--model-arg")
     weights: str | None = opt(None, "local pretrained weights file (.safetensors/.pt/.pth) for the backbone")
     freeze_backbone: bool = opt(False, "train only the classifier head")
+    init_from: str | None = opt(None, "start a new run from the weights of this run or checkpoint (fine-tuning)",
+                                flag="--resume-weights-only")
     # optimisation
     loss: str = opt("cross-entropy", "loss function", choices=("cross-entropy", "mse", "l1", "huber"))
     label_smoothing: float = opt(0.0, "label smoothing for cross-entropy, in [0, 1)")
@@ -48,8 +58,12 @@ class TrainConfig:
     warmup_epochs: float = opt(0.0, "linear warm-up length in epochs")
     clip_grad: float | None = opt(None, "clip the gradient norm to this value")
     epochs: int = opt(10, "number of passes over the training data")
-    batch_size: int = opt(128, "images per step")
+    batch_size: int | str = opt(128, "images per step, or auto: the largest power of two that fits in memory",
+                                parse=int_or_auto)
     patience: int | None = opt(None, "stop early after this many epochs without a better validation accuracy")
+    nan_policy: str = opt("stop", "on a NaN/inf loss: stop (keeping the last good checkpoint) or skip the batch",
+                          choices=("stop", "skip-batch"))
+    save_every_steps: int | None = opt(None, "also save checkpoints/last every N steps, for exact mid-epoch resume")
     seed: int = opt(0, "random seed for the split, the initialisation and the sample order")
     device: str = opt("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
     amp: bool = opt(False, "mixed precision (bf16 autocast) on CUDA")
@@ -63,7 +77,11 @@ class TrainConfig:
     def validated(self) -> "TrainConfig":
         """Check values a user can get wrong, before any work starts."""
         require(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})")
-        require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size}); try 64")
+        require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+                f"--batch-size must be at least 1 or auto (got {self.batch_size}); try 64")
+        require(self.save_every_steps is None or self.save_every_steps >= 1,
+                f"--save-every-steps must be at least 1 (got {self.save_every_steps})")
+        require(self.worker_timeout > 0, f"--worker-timeout must be positive (got {self.worker_timeout})")
         require(self.lr > 0, f"--lr must be positive (got {self.lr}); try 0.01")
         require(0 < self.val_split < 1, f"--val-split must be between 0 and 1 (got {self.val_split}); try 0.2")
         require(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")

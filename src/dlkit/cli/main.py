@@ -21,6 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        from ..training.trainer import TrainingInterrupted
+
+        if not isinstance(e, TrainingInterrupted):
+            raise
+        print(f"interrupted: {e}\nresume with: dlkit train --resume {e.run_dir}", file=sys.stderr)
+        return e.exit_code
 
 
 # ---- train ---------------------------------------------------------------------------------------------------------
@@ -140,7 +147,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif base is dict:
             parser.add_argument(flag, action=KeyValue, metavar="KEY=VALUE", **common)
         else:
-            parser.add_argument(flag, type=base, choices=f.metadata.get("choices"), **common)
+            parser.add_argument(flag, type=f.metadata.get("parse") or base, choices=f.metadata.get("choices"), **common)
 
 
 def _default(f):

@@ -61,12 +61,14 @@ def prepare_split(samples: Samples, spec: PreprocessSpec, cache: str = "auto", s
 
 
 def make_batches(samples: Samples, spec: PreprocessSpec, batch_size: int, shuffle: bool, device: torch.device,
-                 seed: int = 0, workers: int | None = None, augment: str = "none", cache: str = "auto"):
+                 seed: int = 0, workers: int | None = None, augment: str = "none", cache: str = "auto",
+                 timeout: float = 120):
     """Batches of (uint8 images, labels) on `device`. In-memory data is augmented later, on the device."""
     if samples.images is not None:
         return TensorBatches(samples, batch_size, shuffle, device, seed, storage=_storage(samples, device, cache))
     transform = file_augment(augment, spec.image_size) if shuffle else None
-    return FileBatches(samples, spec.channels, spec.image_size, batch_size, shuffle, device, seed, workers, transform)
+    return FileBatches(samples, spec.channels, spec.image_size, batch_size, shuffle, device, seed, workers, transform,
+                       timeout)
 
 
 def _storage(samples: Samples, device: torch.device, cache: str) -> torch.device:

@@ -75,6 +75,7 @@ class TensorBatches:
     """The fast path: one uint8 tensor, batched by indexing a seeded permutation; no per-sample Python.
 
     The tensor lives on `storage` (the GPU itself when it fits there) and batches are moved to `device`.
+    Setting `skip_batches` makes the next epoch start part-way through its order (exact mid-epoch resume).
     """
 
     def __init__(self, samples: Samples, batch_size: int, shuffle: bool, device: torch.device, seed: int = 0,
@@ -87,6 +88,7 @@ class TensorBatches:
         self.device = device
         self.batch_size, self.shuffle = batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed)
+        self.skip_batches = 0
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -99,10 +101,28 @@ class TensorBatches:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
-        for start in range(0, n, self.batch_size):
+        first, self.skip_batches = self.skip_batches * self.batch_size, 0
+        for start in range(first, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield (self.images[idx].to(self.device, non_blocking=True),
                    self.labels[idx].to(self.device, non_blocking=True))
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """Sample order from our own generator, each index paired with the epoch's augmentation seed."""
+
+    def __init__(self, n: int, shuffle: bool, generator: torch.Generator):
+        self.n, self.shuffle, self.generator = n, shuffle, generator
+        self.skip = 0
+
+    def __len__(self) -> int:
+        return self.n - self.skip
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        epoch_seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        skip, self.skip = self.skip, 0
+        return iter([(i, epoch_seed) for i in order[skip:].tolist()])
 
 
 class FileDataset(torch.utils.data.Dataset):
@@ -113,32 +133,56 @@ class FileDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item):
+        i, epoch_seed = item if isinstance(item, tuple) else (item, 0)
         image = load_image(self.paths[i], self.channels, self.size)
-        return (self.augment(image) if self.augment else image), self.labels[i]
+        if self.augment is not None:
+            # a pure function of (epoch, sample): the same draw whichever worker runs it, and after a resume
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((epoch_seed + i * 1_000_003) % 2**63)
+                image = self.augment(image)
+        return image, self.labels[i]
 
 
 class FileBatches:
     """The DataLoader path for folders too big to keep decoded: worker processes decode and augment."""
 
     def __init__(self, samples: Samples, channels: int, size: int, batch_size: int, shuffle: bool,
-                 device: torch.device, seed: int = 0, workers: int | None = None, augment=None):
+                 device: torch.device, seed: int = 0, workers: int | None = None, augment=None,
+                 timeout: float = 120):
         self.generator = torch.Generator().manual_seed(seed)  # its own: iterators must not draw from the global RNG
+        self.sampler = EpochOrder(len(samples), shuffle, self.generator)
         workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        self.timeout = timeout if workers > 0 else 0
+        self.batch_size = batch_size
         self.loader = torch.utils.data.DataLoader(
-            FileDataset(samples, channels, size, augment), batch_size=batch_size, shuffle=shuffle,
+            FileDataset(samples, channels, size, augment), batch_size=batch_size, sampler=self.sampler,
             num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-            generator=self.generator, timeout=120 if workers > 0 else 0,
+            generator=torch.Generator().manual_seed(seed + 1), timeout=self.timeout,
         )
         self.device = device
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return -(-self.num_samples // self.batch_size)
 
     @property
     def num_samples(self) -> int:
         return len(self.loader.dataset)
 
+    @property
+    def skip_batches(self) -> int:
+        return self.sampler.skip // self.batch_size
+
+    @skip_batches.setter
+    def skip_batches(self, n: int) -> None:
+        self.sampler.skip = n * self.batch_size
+
     def __iter__(self):
-        for images, labels in self.loader:
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        try:
+            for images, labels in self.loader:
+                yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        except RuntimeError as e:
+            if "timed out" not in str(e):
+                raise
+            raise UserError(f"a DataLoader worker produced no batch for {self.timeout:g}s (a stuck file or disk?); "
+                            "rerun with --workers 0 to see where it hangs, or raise --worker-timeout") from None

@@ -37,30 +37,46 @@ class StepParts:
     inputs: Inputs
     autocast: Callable[[], contextlib.AbstractContextManager]
     clip_grad: float | None = None
+    skip_nonfinite: bool = False  # --nan-policy skip-batch: drop a batch whose loss is NaN/inf (one sync per step)
 
 
-def train_one_epoch(parts: StepParts, batches, on_step: Callable[[int, torch.Tensor], None]) -> dict[str, float]:
-    """One pass over `batches`. Returns mean loss and accuracy; calls on_step(images, loss) after each step."""
+def new_totals(device) -> torch.Tensor:
+    """[loss sum, correct, seen, skipped] of an epoch, kept on the device."""
+    return torch.zeros(4, device=device)
+
+
+def train_one_epoch(parts: StepParts, batches, totals: torch.Tensor,
+                    on_step: Callable[[int, torch.Tensor], None]) -> dict[str, float]:
+    """One pass over `batches`, adding into `totals` in place; on_step(batch_size, loss) after each step."""
     model, optimizer = parts.model, parts.optimizer
     model.train()
-    totals = None
     for images, labels in batches:
         x = parts.inputs(images, train=True)
         with parts.autocast():
             logits = model(x)
             loss = parts.loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
+        if parts.skip_nonfinite and not bool(torch.isfinite(loss)):
+            totals[3] += 1
+            on_step(len(labels), loss.detach())
+            continue
         loss.backward()
         if parts.clip_grad:
             torch.nn.utils.clip_grad_norm_(model.parameters(), parts.clip_grad)
         optimizer.step()
         parts.scheduler.step()
-        step_totals = torch.stack([loss.detach().float() * len(labels), (logits.argmax(1) == labels).sum().float(),
-                                   torch.tensor(float(len(labels)), device=labels.device)])
-        totals = step_totals if totals is None else totals + step_totals
-        on_step(len(labels), loss.detach())
-    loss_sum, correct, count = totals.tolist()
-    return {"loss": loss_sum / count, "acc": correct / count}
+        n = len(labels)
+        totals[0] += loss.detach().float() * n  # in-place on the device: no host sync per step
+        totals[1] += (logits.argmax(1) == labels).sum()
+        totals[2] += n
+        on_step(n, loss.detach())
+    return epoch_metrics(totals)
+
+
+def epoch_metrics(totals: torch.Tensor) -> dict[str, float]:
+    loss_sum, correct, count, skipped = totals.tolist()
+    count = max(count, 1.0)
+    return {"loss": loss_sum / count, "acc": correct / count, "skipped": int(skipped)}
 
 
 @torch.inference_mode()

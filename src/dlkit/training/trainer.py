@@ -1,10 +1,14 @@
 """The Trainer: builds data, model and optimizer from a TrainConfig, runs the epochs, and hands events to callbacks."""
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import random
+import signal
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +22,35 @@ from ..data.augment import BatchAugment
 from ..errors import UserError
 from ..models import create_model, default_size, load_backbone_weights
 from ..track.console import Console, ConsoleProgress
-from ..track.rundir import MetricsFile, new_run_dir, read_metrics, write_config
+from ..track.rundir import MetricsFile, new_run_dir, write_config
 from . import checkpoint as ckpt
+from . import resume
+from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
 from .device import autocast_for, device_label, prefers_channels_last, resolve_device
-from .loop import Inputs, StepParts, evaluate, train_one_epoch
+from .loop import Inputs, StepParts, epoch_metrics, evaluate, new_totals, train_one_epoch
 from .optim import LOSSES, OPTIMIZERS, lr_multiplier
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; the step finished and `last` was saved. exit_code is 128 + the signal number."""
+
+    def __init__(self, signum: int, run_dir: Path, step: int):
+        self.signum, self.run_dir, self.step = signum, run_dir, step
+        self.exit_code = 128 + signum
+        super().__init__(f"{signal.Signals(signum).name} at step {step}: saved {run_dir}/checkpoints/last.safetensors")
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, console: Console | None = None, resume: str | Path | None = None):
         self.cfg, self.console = cfg, console or Console()
         self.resume_dir = Path(resume) if resume else None
-        self.epoch = self.step = self.best_epoch = 0
+        self.epoch = self.step = self.best_epoch = self.step_in_epoch = 0
         self.best_acc = -1.0
         self.history: list[dict[str, Any]] = []
         self.should_stop = False
+        self.totals = self.resume_totals = self.epoch_order_state = None
+        self._signal: int | None = None
 
     # ---- setup -------------------------------------------------------------------------------------------------
 
@@ -43,24 +60,24 @@ class Trainer:
         self.device_label = device_label(self.device, cfg.amp)
         _seed_everything(cfg.seed)
         configure_backends(self.device, cfg.deterministic)
+        if cfg.max_image_pixels:
+            from PIL import Image
+
+            Image.MAX_IMAGE_PIXELS = cfg.max_image_pixels
         self.data = self._prepare_data()
-        spec = self.data.spec
-        self.model_args = {"in_channels": spec.channels, "num_classes": spec.num_classes,
-                           "image_size": spec.image_size, **cfg.model_args}
-        self.model = create_model(cfg.model, **self.model_args)
-        if cfg.weights:
-            missing = load_backbone_weights(self.model, cfg.weights)
-            self.console.print(f"weights: {cfg.weights} ({len(missing)} tensor(s) left as initialised, the head among them)")
-        if cfg.freeze_backbone:
-            self.model.freeze_backbone()
-        self.model.to(self.device)
-        channels_last = prefers_channels_last(self.model, self._probe_batch(cfg.batch_size), self.device)
+        self.model = self._build_model()
+        if cfg.batch_size == "auto":
+            found = find_batch_size(self.model, self._probe_shape(), self.device, len(self.data.train))
+            self.console.print(f"batch size: {found} (the largest power of two that fit, --batch-size auto)")
+            self.cfg = cfg = replace(cfg, batch_size=found)
+        channels_last = not cfg.deterministic and prefers_channels_last(self.model, self._probe_batch(), self.device)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        spec = self.data.spec
         self.train_batches = make_batches(self.data.train, spec, cfg.batch_size, True, self.device, cfg.seed,
-                                          cfg.workers, cfg.augment, cfg.cache)
+                                          cfg.workers, cfg.augment, cfg.cache, cfg.worker_timeout)
         self.val_batches = make_batches(self.data.val, spec, max(cfg.batch_size, 256), False, self.device, cfg.seed,
-                                        cfg.workers, cache=cfg.cache)
+                                        cfg.workers, cache=cfg.cache, timeout=cfg.worker_timeout)
         self.steps_per_epoch = len(self.train_batches)
         augment = BatchAugment(cfg.augment, spec.image_size, torch.Generator().manual_seed(cfg.seed + 1)) \
             if self.data.in_memory and cfg.augment != "none" else None
@@ -71,16 +88,12 @@ class Trainer:
             self._load_resume_state()
         write_config(self.run_dir, cfg.to_dict())
         if not self.resume_dir:
-            save_samples(self.data.val, self.data.spec, self.run_dir / "samples")
+            save_samples(self.data.val, spec, self.run_dir / "samples")
         return self
-
-    def _probe_batch(self, batch_size: int) -> torch.Tensor:
-        s = self.data.spec
-        return torch.randn(min(batch_size, 256), s.channels, s.image_size, s.image_size, device=self.device)
 
     def _prepare_data(self) -> PreparedData:
         cfg = self.cfg
-        source = open_source(cfg.data, cfg.data_dir, cfg.val_split, cfg.seed)
+        source = open_source(cfg.data, cfg.data_dir, cfg.val_split, cfg.seed, cfg.allow_outside_root)
         data = prepare_data(source, cfg.image_size, cfg.channels, default_size(cfg.model), cfg.cache, cfg.strict,
                             cfg.disk_cache)
         if len(data.train) == 0 or len(data.val) == 0:
@@ -92,6 +105,26 @@ class Trainer:
             self.console.print(f"note: {note}")
         return data
 
+    def _build_model(self) -> torch.nn.Module:
+        cfg, spec = self.cfg, self.data.spec
+        self.model_args = {"in_channels": spec.channels, "num_classes": spec.num_classes,
+                           "image_size": spec.image_size, **cfg.model_args}
+        model = create_model(cfg.model, **self.model_args)
+        for source, label in ((cfg.init_from, "--resume-weights-only"), (cfg.weights, "--weights")):
+            if source:
+                missing = load_backbone_weights(model, _weights_file(source))
+                self.console.print(f"weights: {source} ({len(missing)} tensor(s) left as initialised) [{label}]")
+        if cfg.freeze_backbone:
+            model.freeze_backbone()
+        return model.to(self.device)
+
+    def _probe_shape(self) -> tuple[int, int, int]:
+        s = self.data.spec
+        return (s.channels, s.image_size, s.image_size)
+
+    def _probe_batch(self) -> torch.Tensor:
+        return torch.randn(min(self.cfg.batch_size, 256), *self._probe_shape(), device=self.device)
+
     def _step_parts(self, inputs: Inputs) -> StepParts:
         cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -101,7 +134,8 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.schedule, total, warmup))
         loss_fn = LOSSES.get(cfg.loss)(label_smoothing=cfg.label_smoothing)
         forward = torch.compile(self.model) if cfg.compile else self.model  # same parameters, compiled graph
-        return StepParts(forward, optimizer, scheduler, loss_fn, inputs, autocast_for(self.device, cfg.amp), cfg.clip_grad)
+        return StepParts(forward, optimizer, scheduler, loss_fn, inputs, autocast_for(self.device, cfg.amp),
+                         cfg.clip_grad, skip_nonfinite=cfg.nan_policy == "skip-batch")
 
     # ---- the run -----------------------------------------------------------------------------------------------
 
@@ -116,16 +150,18 @@ class Trainer:
             callbacks.append(TensorBoardLogger(self.run_dir / "tb"))
         self.callbacks = callbacks + list(extra_callbacks or [])
         self.console.print(f"model: {cfg.model} ({_count(self.model):,} parameters) | {cfg.optimizer} lr {cfg.lr:g} "
-                           f"| {cfg.epochs} epochs x {self.steps_per_epoch} steps | {self.device_label} | run: {self.run_dir}")
+                           f"| {cfg.epochs} epochs x {self.steps_per_epoch} steps of {cfg.batch_size} "
+                           f"| {self.device_label} | run: {self.run_dir}")
         started = time.perf_counter()
         self._emit("on_fit_start")
         try:
-            while self.epoch < cfg.epochs and not self.should_stop:
-                self.epoch += 1
-                self._emit("on_epoch_start")
-                record = self._run_epoch()
-                self.history.append(record)
-                self._emit("on_epoch_end", record)
+            with self._signals_caught():
+                while self.epoch < cfg.epochs and not self.should_stop:
+                    self.epoch += 1
+                    self._emit("on_epoch_start")
+                    record = self._run_epoch()
+                    self.history.append(record)
+                    self._emit("on_epoch_end", record)
         except BaseException as error:
             self._emit("on_exception", error)
             raise
@@ -135,23 +171,72 @@ class Trainer:
 
     def _run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
-        train = train_one_epoch(self.parts, self.train_batches, self._on_step)
+        if self.resume_totals is not None:  # finishing an epoch that was cut short
+            self.totals, self.resume_totals = self.resume_totals.to(self.device), None
+        else:
+            self.epoch_order_state = self.train_batches.generator.get_state()
+            self.totals, self.step_in_epoch = new_totals(self.device), 0
+        self.images_this_epoch = 0
+        try:
+            train = train_one_epoch(self.parts, self.train_batches, self.totals, self._on_step)
+        except OutOfMemory:
+            raise UserError(f"out of memory at batch size {self.cfg.batch_size} on {self.device_label}; "
+                            f"try --batch-size {max(1, self.cfg.batch_size // 2)} or --batch-size auto") from None
         train_s = time.perf_counter() - started
-        if not math.isfinite(train["loss"]):
-            raise UserError(f"the training loss became {train['loss']} in epoch {self.epoch}; lower --lr (now {self.cfg.lr:g}) "
-                            "or check the input data; the last good checkpoint is kept")
+        self._check_finite(train["loss"])
+        self.step_in_epoch = 0
         val = evaluate(self.parts.model, self.val_batches, self.parts.inputs, self.parts.loss_fn, self.parts.autocast)
         best = val["acc"] > self.best_acc
         if best:
             self.best_acc, self.best_epoch = val["acc"], self.epoch
-        return {"epoch": self.epoch, "step": self.step, "train_loss": train["loss"], "train_acc": train["acc"],
-                "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.parts.optimizer.param_groups[0]["lr"],
-                "images_per_s": self.train_batches.num_samples / train_s, "epoch_s": time.perf_counter() - started,
-                "best": best}
+        record = {"epoch": self.epoch, "step": self.step, "train_loss": train["loss"], "train_acc": train["acc"],
+                  "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.parts.optimizer.param_groups[0]["lr"],
+                  "images_per_s": self.images_this_epoch / max(train_s, 1e-9), "epoch_s": time.perf_counter() - started,
+                  "best": best}
+        if train["skipped"]:
+            record["skipped_batches"] = train["skipped"]
+            self.console.print(f"note: skipped {train['skipped']} batch(es) with a non-finite loss (--nan-policy skip-batch)")
+        return record
 
     def _on_step(self, batch_size: int, loss: torch.Tensor) -> None:
         self.step += 1
+        self.step_in_epoch += 1
+        self.images_this_epoch += batch_size
         self._emit("on_batch_end", batch_size, loss)
+        if self._signal is not None:
+            self._save_mid_epoch()
+            raise TrainingInterrupted(self._signal, self.run_dir, self.step)
+        if self.cfg.save_every_steps and self.step % self.cfg.save_every_steps == 0:
+            self._save_mid_epoch()
+
+    def _save_mid_epoch(self) -> None:
+        self._check_finite(epoch_metrics(self.totals)["loss"])  # never let NaN weights replace a good `last`
+        self.save_checkpoint("last", with_state=True)
+
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise UserError(f"the training loss became {loss} in epoch {self.epoch}; lower --lr (now {self.cfg.lr:g}), "
+                            "check the input data, or use --nan-policy skip-batch; the last good checkpoint is kept")
+
+    @contextlib.contextmanager
+    def _signals_caught(self):
+        """SIGINT/SIGTERM: finish the step, save, stop. A second SIGINT stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._signal = signum
+            self.console.print(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to stop at once)")
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def _emit(self, hook: str, *args) -> None:
         for callback in self.callbacks:
@@ -175,9 +260,11 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------------------------
 
     def checkpoint_meta(self) -> dict[str, Any]:
+        completed = self.epoch - 1 if self.step_in_epoch else self.epoch
         return {
             "model": self.cfg.model, "model_args": self.model_args, "spec": self.data.spec.to_dict(),
-            "config": self.cfg.to_dict(), "epoch": self.epoch, "step": self.step,
+            "config": self.cfg.to_dict(), "data": self.cfg.data, "epoch": completed, "step": self.step,
+            "step_in_epoch": self.step_in_epoch,
             "metrics": {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "best"},
             "best_val_acc": self.best_acc, "best_epoch": self.best_epoch,
             "versions": {"dlkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -187,48 +274,39 @@ class Trainer:
         folder = self.run_dir / "checkpoints"
         meta = self.checkpoint_meta()
         if with_state:  # the state first: a model file never points at state that is not on disk yet
-            tensors, skeleton = ckpt.flatten_state(self._training_state())
+            tensors, skeleton = ckpt.flatten_state(resume.capture(self))
             ckpt.save_tensors(folder / f"{name}.state.safetensors", tensors, {"state": skeleton, "step": self.step})
         path = folder / f"{name}.safetensors"
         ckpt.save_tensors(path, self.model.state_dict(), meta)
         return path
 
-    def _training_state(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
-        return {
-            "optimizer": self.parts.optimizer.state_dict(),
-            "scheduler": self.parts.scheduler.state_dict(),  # lr_lambdas is [None]: our multipliers are plain closures
-            "rng": {"torch": torch.get_rng_state(), "python": _jsonable(random.getstate()),
-                    "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "loader": self.train_batches.generator.get_state(),
-            "augment": self.aug_generator.get_state() if self.aug_generator is not None else None,
-            "history": self.history, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
-        }
-
     def _load_resume_state(self) -> None:
         folder = self.run_dir / "checkpoints"
         weights, meta = ckpt.load_tensors(folder / "last.safetensors")
         tensors, state_meta = ckpt.load_tensors(folder / "last.state.safetensors")
-        if meta.get("model") != self.cfg.model or meta.get("spec", {}).get("class_names") != list(self.data.spec.class_names):
-            raise UserError(f"cannot resume {self.run_dir}: its model or classes differ from this data/model; start a new run")
-        state = ckpt.unflatten_state(state_meta["state"], tensors)
+        if state_meta.get("step") != meta.get("step"):
+            raise UserError(f"{folder}: last.safetensors and last.state.safetensors are from different steps; "
+                            "start a new run with --resume-weights-only")
+        differs = [what for what, ok in (("model", meta.get("model") == self.cfg.model),
+                                         ("data", meta.get("data", self.cfg.data) == self.cfg.data),
+                                         ("optimizer", meta["config"]["optimizer"] == self.cfg.optimizer),
+                                         ("classes", meta["spec"]["class_names"] == list(self.data.spec.class_names)))
+                   if not ok]
+        if differs:
+            raise UserError(f"cannot resume {self.run_dir}: its {' and '.join(differs)} differ from this run's; "
+                            f"use --resume-weights-only {self.run_dir} to start a new run from its weights")
         self.model.load_state_dict(weights)
-        self.parts.optimizer.load_state_dict(state["optimizer"])
-        self.parts.scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(_tupled(rng["python"]))
-        np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32), *rng["numpy"][2:]))
-        if rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.train_batches.generator.set_state(state["loader"])
-        if self.aug_generator is not None and state["augment"] is not None:
-            self.aug_generator.set_state(state["augment"])
-        self.history = state["history"] or read_metrics(self.run_dir)
-        self.best_acc, self.best_epoch = state["best_acc"], state["best_epoch"]
-        self.epoch, self.step = meta["epoch"], meta["step"]
-        self.console.print(f"resuming {self.run_dir} after epoch {self.epoch} (step {self.step})")
+        self.epoch, self.step, self.step_in_epoch = meta["epoch"], meta["step"], meta.get("step_in_epoch", 0)
+        resume.restore(self, ckpt.unflatten_state(state_meta["state"], tensors), self.step_in_epoch)
+        where = f"step {self.step_in_epoch} of epoch {self.epoch + 1}" if self.step_in_epoch else f"epoch {self.epoch}"
+        self.console.print(f"resuming {self.run_dir} after {where} (global step {self.step})")
+
+
+def _weights_file(source: str) -> Path:
+    from ..infer.predictor import resolve_checkpoint
+
+    path = Path(source)
+    return resolve_checkpoint(path) if path.is_dir() else path
 
 
 def save_samples(samples, spec, folder: Path, count: int = 8) -> None:
@@ -262,11 +340,3 @@ def _seed_everything(seed: int) -> None:
 
 def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _jsonable(obj):
-    return [_jsonable(x) for x in obj] if isinstance(obj, (list, tuple)) else obj
-
-
-def _tupled(obj):
-    return tuple(_tupled(x) for x in obj) if isinstance(obj, list) else obj
