@@ -73,6 +73,11 @@ class TrainConfig:
     out: str | None = opt(None, "run directory to create (must not exist); default runs/<time>-<data>-<model>")
     runs_dir: str = opt("runs", "parent folder of auto-named runs")
     tensorboard: bool = opt(True, "write TensorBoard event files to <run>/tb")
+    tb_images: bool = opt(True, "TensorBoard: the first training batch and each epoch's validation mistakes")
+    tb_graph: bool = opt(True, "TensorBoard: the model graph")
+    tb_histograms: bool = opt(True, "TensorBoard: weight and gradient histograms every epoch")
+    tb_pr_curves: bool = opt(True, "TensorBoard: per-class PR curves and the confusion matrix every epoch")
+    report: bool = opt(True, "write plots (PNG) and a self-contained report.html into the run at the end")
 
     def validated(self) -> "TrainConfig":
         """Check values a user can get wrong, before any work starts."""

@@ -47,24 +47,12 @@ def format_report(m: dict[str, Any], class_names: Sequence[str]) -> str:
 
 
 def save_confusion_png(matrix: list[list[int]], class_names: Sequence[str], path, title: str) -> None:
-    import matplotlib
+    from ..track.figures import confusion_figure, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    save(confusion_figure(matrix, class_names, title), path)
 
-    k = len(class_names)
-    size = min(14, 3 + 0.45 * k)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
-    ax.set_xticklabels(class_names, rotation=45, ha="right")
-    ax.set_yticklabels(class_names)
-    peak = max(max(r) for r in matrix) or 1
-    if k <= 30:
-        for i, row in enumerate(matrix):
-            for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > peak / 2 else "black")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+def most_confused(matrix: list[list[int]], class_names: Sequence[str], top: int = 5) -> list[dict[str, Any]]:
+    """The largest off-diagonal cells: which true class is most often taken for which."""
+    cells = [(v, i, j) for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and v > 0]
+    return [{"true": class_names[i], "predicted": class_names[j], "count": v} for v, i, j in sorted(cells, reverse=True)[:top]]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import platform
 import random
@@ -28,7 +29,7 @@ from . import resume
 from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
 from .device import autocast_for, device_label, prefers_channels_last, resolve_device
-from .loop import Inputs, StepParts, epoch_metrics, evaluate, new_totals, train_one_epoch
+from .loop import Inputs, StepParts, epoch_metrics, new_totals, predict_logits, train_one_epoch
 from .optim import LOSSES, OPTIMIZERS, lr_multiplier
 
 
@@ -147,7 +148,11 @@ class Trainer:
         if cfg.tensorboard:
             from ..track.tensorboard import TensorBoardLogger
 
-            callbacks.append(TensorBoardLogger(self.run_dir / "tb"))
+            callbacks.append(TensorBoardLogger(self.run_dir / "tb", cfg))
+        if cfg.report:
+            from ..track.artifacts import RunArtifacts
+
+            callbacks.append(RunArtifacts())
         self.callbacks = callbacks + list(extra_callbacks or [])
         self.console.print(f"model: {cfg.model} ({_count(self.model):,} parameters) | {cfg.optimizer} lr {cfg.lr:g} "
                            f"| {cfg.epochs} epochs x {self.steps_per_epoch} steps of {cfg.batch_size} "
@@ -166,8 +171,29 @@ class Trainer:
             self._emit("on_exception", error)
             raise
         summary = self.summary(time.perf_counter() - started)
+        ckpt.atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         self._emit("on_fit_end", summary)
         return summary
+
+    # ---- views for callbacks -----------------------------------------------------------------------------------
+
+    def preview_batch(self, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n training images as the model sees them before normalisation: float [0,1], augmented."""
+        samples = self.data.train.subset(torch.arange(min(n, len(self.data.train))))
+        images = self.images_of(samples).float() / 255
+        if self.cfg.augment != "none":  # its own generator: previewing must not change the training run
+            images = BatchAugment(self.cfg.augment, self.data.spec.image_size,
+                                  torch.Generator().manual_seed(self.cfg.seed + 2))(images)
+        return images, samples.labels
+
+    def images_of(self, samples) -> torch.Tensor:
+        """uint8 images of some samples, decoded as the spec says when they are files."""
+        if samples.images is not None:
+            return samples.images.cpu()
+        from ..data.images import load_image
+
+        s = self.data.spec
+        return torch.stack([load_image(p, s.channels, s.image_size) for p in samples.paths])
 
     def _run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -185,7 +211,9 @@ class Trainer:
         train_s = time.perf_counter() - started
         self._check_finite(train["loss"])
         self.step_in_epoch = 0
-        val = evaluate(self.parts.model, self.val_batches, self.parts.inputs, self.parts.loss_fn, self.parts.autocast)
+        logits, labels = predict_logits(self.parts.model, self.val_batches, self.parts.inputs, self.parts.autocast)
+        self.val_logits, self.val_labels = logits, labels  # callbacks draw mistakes, PR curves, confusion from these
+        val = {"loss": float(self.parts.loss_fn(logits, labels)), "acc": float((logits.argmax(1) == labels).float().mean())}
         best = val["acc"] > self.best_acc
         if best:
             self.best_acc, self.best_epoch = val["acc"], self.epoch
@@ -254,7 +282,8 @@ class Trainer:
             "best_val_acc": self.best_acc, "best_epoch": self.best_epoch,
             **{k: last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
             "images_per_s": float(np.median(rates)) if rates else None, "device": self.device_label,
-            "wall_s": round(wall_s, 2),
+            "wall_s": round(wall_s, 2), "train_samples": len(self.data.train), "val_samples": len(self.data.val),
+            "parameters": _count(self.model),
         }
 
     # ---- checkpoints -------------------------------------------------------------------------------------------

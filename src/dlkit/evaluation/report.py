@@ -1,0 +1,97 @@
+"""report.html: one self-contained page per run (images embedded) with everything needed to judge it."""
+from __future__ import annotations
+
+import base64
+import html
+import platform
+from pathlib import Path
+from typing import Any
+
+from ..training.checkpoint import atomic_write_text
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}img.plot{max-width:100%;border:1px solid #eee}
+.mistakes{display:flex;flex-wrap:wrap;gap:.8em}.mistakes figure{margin:0;font-size:.8em;text-align:center}
+.kv td:first-child{text-align:left;color:#555}"""
+
+
+def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict, metrics: dict, device: str) -> Path:
+    sections = [
+        _h(f"dlkit run {run_dir.name}"),
+        f"<p>{_e(config['model'])} on {_e(config['data'])}: best validation accuracy "
+        f"<b>{summary['best_val_acc']:.4f}</b> at epoch {summary['best_epoch']} of {summary['epochs']}.</p>",
+        _section("Curves", _plot(run_dir / "plots" / "curves.png") + _plot(run_dir / "plots" / "lr.png")),
+        _section("Metrics per epoch", _table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "images/s"],
+                 [[r["epoch"], f"{r['train_loss']:.4f}", f"{r['train_acc']:.4f}", f"{r['val_loss']:.4f}",
+                   f"{r['val_acc']:.4f}", f"{r['lr']:.2e}", f"{r['images_per_s']:,.0f}"] for r in history])),
+        _section("Per class (best checkpoint, validation)", _table(["class", "precision", "recall", "F1", "support"],
+                 [[c["class"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
+                  for c in metrics["per_class"]], left=1)),
+        _section("Confusion matrix", _plot(run_dir / "plots" / "confusion.png")),
+        _section("Most confused pairs", _table(["true", "predicted as", "count"],
+                 [[p["true"], p["predicted"], p["count"]] for p in metrics["most_confused"]], left=2)
+                 if metrics["most_confused"] else "<p>No confusions.</p>"),
+        _section("Worst mistakes (most confident wrong predictions)", _mistakes(metrics["mistakes"])),
+        _section("Sample predictions", _plot(run_dir / "plots" / "predictions.png")),
+        _section("Timing and environment", _kv(_environment(summary, device))),
+        _section("Config", _kv({k: v for k, v in config.items()})),
+    ]
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(run_dir.name)}</title>" \
+           f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    path = run_dir / "report.html"
+    atomic_write_text(path, page)
+    return path
+
+
+def _environment(summary: dict, device: str) -> dict[str, Any]:
+    import torch
+    import torchvision
+
+    from .. import __version__
+
+    return {"wall time": f"{summary['wall_s']:.1f} s", "training speed": f"{summary['images_per_s']:,.0f} images/s (median of epochs)",
+            "device": device, "train / val images": f"{summary.get('train_samples')} / {summary.get('val_samples')}",
+            "parameters": f"{summary.get('parameters', 0):,}", "dlkit": __version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "threads": torch.get_num_threads()}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _h(text: str) -> str:
+    return f"<h1>{_e(text)}</h1>"
+
+
+def _section(title: str, body: str) -> str:
+    return f"<h2>{_e(title)}</h2>{body}"
+
+
+def _plot(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<p><img class='plot' alt='{_e(path.stem)}' src='data:image/png;base64,{data}'></p>"
+
+
+def _table(header: list[str], rows: list[list[Any]], left: int = 0) -> str:
+    cls = lambda i: " class='l'" if i < left else ""  # noqa: E731  (the first `left` columns are text)
+    head = "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{_e(v)}</td>" for i, v in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _kv(items: dict[str, Any]) -> str:
+    return "<table class='kv'>" + "".join(f"<tr><td>{_e(k)}</td><td class='l'>{_e(v)}</td></tr>"
+                                           for k, v in items.items()) + "</table>"
+
+
+def _mistakes(mistakes: list[dict]) -> str:
+    if not mistakes:
+        return "<p>No mistakes on the validation split.</p>"
+    cards = "".join(f"<figure><img alt='mistake' src='data:image/png;base64,{m['png']}'><figcaption>true {_e(m['true'])}"
+                    f"<br>predicted {_e(m['predicted'])} ({m['probability']:.2f})</figcaption></figure>" for m in mistakes)
+    return f"<div class='mistakes'>{cards}</div>"

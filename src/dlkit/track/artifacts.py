@@ -1,0 +1,78 @@
+"""At the end of a run: PNG plots, validation metrics of the best checkpoint, its worst mistakes and report.html."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import torch
+
+from ..training.checkpoint import atomic_write_text, load_tensors
+from . import figures
+
+MISTAKES = 12
+
+
+class RunArtifacts:
+    def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
+        from ..evaluation.metrics import classification_metrics, most_confused
+        from ..evaluation.report import write_report
+
+        run, names = trainer.run_dir, trainer.data.spec.class_names
+        logits, labels = self._best_logits(trainer)
+        metrics = classification_metrics(logits, labels, names)
+        metrics["most_confused"] = most_confused(metrics["confusion_matrix"], names)
+        metrics["mistakes"] = self._mistakes(trainer, logits, labels)
+        atomic_write_text(run / "eval" / "val_metrics.json", json.dumps(metrics, indent=1))
+        plots = run / "plots"
+        figures.save(figures.curves_figure({run.name: trainer.history}), plots / "curves.png")
+        figures.save(figures.lr_figure(trainer.history), plots / "lr.png")
+        figures.save(figures.confusion_figure(metrics["confusion_matrix"], names,
+                                              f"validation, best epoch {trainer.best_epoch}"), plots / "confusion.png")
+        self._predictions_png(trainer, logits, labels, plots / "predictions.png")
+        path = write_report(run, trainer.cfg.to_dict(), trainer.history, summary, metrics, trainer.device_label)
+        trainer.console.print(f"report: {path}")
+
+    def _best_logits(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation logits of the best checkpoint, the one `dlkit eval` and `dlkit predict` use."""
+        from ..training.loop import predict_logits
+
+        if trainer.best_epoch == trainer.epoch:
+            return trainer.val_logits, trainer.val_labels
+        weights, _ = load_tensors(trainer.run_dir / "checkpoints" / "best.safetensors")
+        trainer.model.load_state_dict(weights)
+        return predict_logits(trainer.parts.model, trainer.val_batches, trainer.parts.inputs, trainer.parts.autocast)
+
+    def _mistakes(self, trainer, logits, labels) -> list[dict[str, Any]]:
+        probs = logits.softmax(1)
+        wrong = (probs.argmax(1) != labels).nonzero().flatten()
+        worst = wrong[probs[wrong].max(1).values.argsort(descending=True)][:MISTAKES].tolist()
+        samples = trainer.data.val.subset(torch.tensor(worst, dtype=torch.int64))
+        images = trainer.images_of(samples) if worst else []
+        names = trainer.data.spec.class_names
+        return [{"index": i, "file": str(samples.paths[n]) if samples.paths else None,
+                 "true": names[int(labels[i])], "predicted": names[int(probs[i].argmax())],
+                 "probability": float(probs[i].max()), "png": _png_base64(images[n])} for n, i in enumerate(worst)]
+
+    def _predictions_png(self, trainer, logits, labels, path) -> None:
+        pick = torch.linspace(0, len(labels) - 1, min(16, len(labels))).long()
+        images = trainer.images_of(trainer.data.val.subset(pick))
+        names, predicted = trainer.data.spec.class_names, logits[pick].argmax(1)
+        titles = [f"{names[p]} ({names[t]})" for p, t in zip(predicted.tolist(), labels[pick].tolist())]
+        colors = ["green" if p == t else "red" for p, t in zip(predicted.tolist(), labels[pick].tolist())]
+        figures.save(figures.image_grid(images, titles, colors=colors), path)
+
+
+def _png_base64(image: torch.Tensor) -> str:
+    import base64
+
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).squeeze(-1).numpy()
+    buffer = io.BytesIO()
+    picture = Image.fromarray(array)
+    if max(picture.size) < 96:  # small digits are unreadable at native size
+        scale = 96 // max(picture.size)
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
