@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 from ..errors import UserError
 
@@ -124,6 +126,75 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from ..evaluation.summary import format_summary, summarize, summarize_checkpoint
+
+    target = Path(args.model)
+    if target.exists():
+        result = summarize_checkpoint(target, batch_size=args.batch_size)
+    else:
+        from ..models import create_model
+
+        shape = _shape(args.input)
+        model = create_model(args.model, in_channels=shape[0], num_classes=args.classes, image_size=shape[1])
+        result = summarize(model, shape, batch_size=args.batch_size, optimizer=args.optimizer)
+    print(json.dumps(result, default=str) if args.json else format_summary(result))
+    return 0
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts) or parts[1] != parts[2]:
+        raise UserError(f"--input must be CxHxW with a square image, e.g. 3x32x32 (got {text!r})")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    from tensorboard import program
+
+    logdir = Path(args.runs_dir)
+    if not logdir.is_dir():
+        raise UserError(f"{logdir} does not exist; pass the folder holding your runs (default: runs)")
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", str(logdir), "--host", args.host, "--port", str(args.port)])
+    url = board.launch()
+    print(f"TensorBoard on {url} for {logdir} (Ctrl-C to stop)", flush=True)
+    if args.no_wait:
+        return 0
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_show_data(args: argparse.Namespace) -> int:
+    from ..track.datashow import format_counts, show_data
+
+    out = args.out or f"data_{Path(args.data.rstrip('/')).name or 'data'}.png"
+    path, counts = show_data(args.data, out, n=args.n, data_dir=args.data_dir, image_size=args.image_size)
+    print(format_counts(counts))
+    print(f"samples: {path}\nclass counts: {path.with_name(path.stem + '_counts.png')}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ..track.runs import format_runs, list_runs
+
+    rows = list_runs(args.runs_dir, args.sort)
+    print(json.dumps(rows) if args.json else format_runs(rows))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..track.runs import compare_runs
+
+    path, table = compare_runs(args.runs, args.out)
+    print(table)
+    print(f"curves: {path}")
+    return 0
+
+
 # ---- the parser ----------------------------------------------------------------------------------------------------
 
 def _config_fields():
@@ -210,6 +281,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="list built-in datasets and the folder layouts understood")
     p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("summary", help="per-layer table, parameters, FLOPs and memory of a model or checkpoint")
+    p.add_argument("model", metavar="MODEL|RUN|CHECKPOINT")
+    p.add_argument("--input", default="3x32x32", help="input as CxHxW (default 3x32x32; a checkpoint brings its own)")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32, help="batch size for the memory estimates")
+    p.add_argument("--optimizer", default="adamw", help="optimizer whose state the training estimate counts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("tensorboard", help="start TensorBoard on a runs folder (loopback only by default)")
+    p.add_argument("runs_dir", nargs="?", default="runs")
+    p.add_argument("--port", type=int, default=6006)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_tensorboard)
+
+    p = sub.add_parser("show-data", help="save a grid of samples with class names and print the class counts")
+    p.add_argument("data", metavar="SPEC")
+    p.add_argument("--n", type=int, default=32, help="how many samples")
+    p.add_argument("--out", help="PNG to write (default data_<name>.png)")
+    p.add_argument("--data-dir")
+    p.add_argument("--image-size", type=int, help="side of each shown image (default: native, or 96 for files)")
+    p.set_defaults(func=cmd_show_data)
+
+    p = sub.add_parser("runs", help="a table of past runs")
+    p.add_argument("runs_dir", nargs="?", default="runs")
+    p.add_argument("--sort", default="name", help="name, data, model, epochs, best_val_acc, wall_s or images_per_s")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("compare", help="overlay the curves of runs in one PNG and table their final metrics")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", default="compare.png")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -19,34 +19,69 @@ class Console:
 
 
 class ConsoleProgress:
-    """Callback: progress bar with loss and images/s while an epoch runs, then its summary line."""
+    """Callback. On a terminal: an epochs bar with a nested batches bar (ETA, loss, images/s). Elsewhere (log files,
+    CI): a plain progress line every `interval` seconds, no carriage returns. Always: one summary line per epoch."""
 
-    def __init__(self, console: Console):
-        self.console = console
-        self.bar = None
-        self.use_bar = not console.quiet and console.stream.isatty()
+    def __init__(self, console: Console, interval: float = 30.0):
+        self.console, self.interval = console, interval
+        self.use_bars = not console.quiet and console.stream.isatty()
+        self.epochs_bar = self.bar = None
 
-    def on_epoch_start(self, trainer) -> None:
-        self.started, self.seen = time.perf_counter(), 0
-        if self.use_bar:
+    def on_fit_start(self, trainer) -> None:
+        if self.use_bars:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch}/{trainer.cfg.epochs}",
-                            leave=False, file=self.console.stream, unit="step", dynamic_ncols=True)
+            self.epochs_bar = tqdm(total=trainer.cfg.epochs, initial=trainer.epoch, desc="epochs", unit="epoch",
+                                   position=0, file=self.console.stream, dynamic_ncols=True)
+
+    def on_epoch_start(self, trainer) -> None:
+        self.started = self.last_line = time.perf_counter()
+        self.seen = 0
+        if self.use_bars:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.step_in_epoch, leave=False, position=1,
+                            desc=f"epoch {trainer.epoch}/{trainer.cfg.epochs}", file=self.console.stream,
+                            unit="step", dynamic_ncols=True)
 
     def on_batch_end(self, trainer, batch_size: int, loss) -> None:
         self.seen += batch_size
+        now = time.perf_counter()
+        rate = self.seen / max(1e-9, now - self.started)
         if self.bar is not None:
             self.bar.update(1)
             if self.bar.n % 10 == 1:  # reading the loss syncs the device: not every step
-                rate = self.seen / max(1e-9, time.perf_counter() - self.started)
                 self.bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{rate:,.0f}", refresh=False)
+        elif now - self.last_line >= self.interval and not self.console.quiet:
+            self.last_line = now
+            done, total = trainer.step_in_epoch, trainer.steps_per_epoch
+            eta = (total - done) * (now - self.started) / max(1, done)
+            self.console.print(f"  epoch {trainer.epoch}/{trainer.cfg.epochs} step {done}/{total} ({done / total:.0%}) "
+                               f"loss {float(loss):.4f}  {rate:,.0f} img/s  eta {eta:.0f}s")
 
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
+        line = format_epoch(record, trainer.cfg.epochs, trainer.device_label)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        self.console.print(format_epoch(record, trainer.cfg.epochs, trainer.device_label))
+        if self.epochs_bar is not None:
+            self.epochs_bar.update(1)
+            self.epochs_bar.set_postfix(best_val_acc=f"{trainer.best_acc:.4f}")
+            self.epochs_bar.write(line, file=self.console.stream)
+        else:
+            self.console.print(line)
+
+    def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
+        self._close()
+
+    def on_exception(self, trainer, error: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        for bar in (self.bar, self.epochs_bar):
+            if bar is not None:
+                bar.close()
+        self.bar = self.epochs_bar = None
 
 
 def format_epoch(r: dict[str, Any], epochs: int, device: str) -> str:

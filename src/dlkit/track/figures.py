@@ -16,6 +16,12 @@ def plt():
     return pyplot
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -68,6 +74,7 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]]):
             ax.plot(epochs, [r[f"train_{key}"] for r in history], "--", color=color, label=f"{prefix}train")
             ax.plot(epochs, [r[f"val_{key}"] for r in history], "-", color=color, label=f"{prefix}val")
     for ax, label in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -78,6 +85,7 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]]):
 def lr_figure(history: list[dict[str, Any]]):
     fig, ax = plt().subplots(figsize=(5.5, 3.5))
     ax.plot([r["epoch"] for r in history], [r["lr"] for r in history], marker="o")
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set(xlabel="epoch", ylabel="learning rate (end of epoch)")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -1,0 +1,49 @@
+"""`dlkit show-data`: a PNG grid of samples with class names, and the class counts, to see data before training."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from . import figures
+
+
+def show_data(data: str, out: str | Path, n: int = 32, data_dir: str | None = None, image_size: int | None = None,
+              seed: int = 0) -> tuple[Path, dict[str, dict[str, int]]]:
+    """Save a grid of n training samples (spread over the split) and bar charts of class counts; return the counts."""
+    from ..data import open_source, prepare_split
+    from ..data.loaders import guess_file_channels
+    from ..data.spec import PreprocessSpec
+
+    source = open_source(data, data_dir, seed=seed)
+    counts = {split: _counts(source.split(split).labels, source.classes) for split in ("train", "val")}
+    pick = torch.randperm(len(source.train), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    subset = source.train.subset(pick)
+    channels = source.channels or guess_file_channels(subset.paths)
+    size = image_size or (subset.images.shape[-1] if subset.images is not None else 96)
+    spec = PreprocessSpec(size, channels, (0.0,) * channels, (1.0,) * channels, tuple(source.classes))
+    shown, _ = prepare_split(subset, spec, cache="ram")
+    titles = [source.classes[i] for i in shown.labels.tolist()]
+    grid = figures.image_grid(shown.images, titles)
+    out = Path(out)
+    figures.save(grid, out)
+    chart = figures.counts_figure(source.classes, [counts["train"][c] for c in source.classes], "training images per class")
+    figures.save(chart, out.with_name(out.stem + "_counts.png"))
+    return out, counts
+
+
+def _counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
+    tally = Counter(labels.tolist())
+    return {name: tally.get(i, 0) for i, name in enumerate(classes)}
+
+
+def format_counts(counts: dict[str, dict[str, int]]) -> str:
+    names = list(counts["train"])
+    width = max(8, *(len(n) for n in names))
+    total = sum(counts["train"].values()) or 1
+    lines = [f"{'class':<{width}}  {'train':>7}  {'val':>7}  share"]
+    for name in names:
+        share = counts["train"][name] / total
+        lines.append(f"{name:<{width}}  {counts['train'][name]:>7}  {counts['val'][name]:>7}  {'#' * round(share * 40)} {share:.1%}")
+    return "\n".join(lines)
