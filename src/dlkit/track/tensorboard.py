@@ -3,6 +3,7 @@ histograms, per-class PR curves, the confusion matrix, the config as text and hp
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ class TensorBoardLogger:
         self.cfg, self.every = cfg, every_n_steps
 
     def on_fit_start(self, trainer) -> None:
+        self.every = max(1, min(self.every, trainer.steps_per_epoch // 5))  # short epochs still get a step curve
         self.writer.add_text("config", "```\n" + json.dumps(trainer.cfg.to_dict(), indent=1) + "\n```", trainer.step)
         if self.cfg.tb_images:
             images, labels = trainer.preview_batch(32)
@@ -36,7 +38,9 @@ class TensorBoardLogger:
         was_training = trainer.model.training
         try:
             trainer.model.eval()
-            self.writer.add_graph(trainer.model, sample)
+            with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
+                warnings.simplefilter("ignore")
+                self.writer.add_graph(trainer.model, sample)
         except Exception as e:  # tracing fails for some models; the graph is a nicety, never a reason to stop
             trainer.console.print(f"note: no model graph in TensorBoard ({type(e).__name__})")
         finally:
