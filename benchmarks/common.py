@@ -20,6 +20,11 @@ RECIPES = {  # same model, batch size, optimizer and lr on both sides
     "lenet-modern": {"optimizer": "sgd", "lr": 0.1, "batch_size": 256},
     "quick": {"optimizer": "sgd", "lr": 0.05, "batch_size": 256},
 }
+DEFAULT_RECIPE = {"optimizer": "sgd", "lr": 0.05, "batch_size": 256}  # the other curriculum networks
+
+
+def recipe_for(model: str) -> dict:
+    return RECIPES.get(model, DEFAULT_RECIPE)
 
 
 def fashion_dir() -> Path:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RECIPES, emit, fashion_dir, jpeg_folder, run_variant, torchvision_root  # noqa: E402
+from common import emit, fashion_dir, jpeg_folder, recipe_for, run_variant, torchvision_root  # noqa: E402
 
 
 def run_one(args) -> None:
@@ -20,14 +20,14 @@ def run_one(args) -> None:
 
     import dlkit
 
-    recipe = RECIPES[args.model]
+    recipe = recipe_for(args.model)
     fashion = fashion_dir()
     folder = jpeg_folder(fashion) if args.source == "folder" else None
     torch.manual_seed(0)
     if args.variant == "dlkit":
         run = dlkit.train(data=str(folder or fashion), model=args.model, epochs=args.epochs, device=args.device,
                           out=None, runs_dir=str(Path("/tmp/dlkit-bench-runs")), tensorboard=False, quiet=True,
-                          channels=1, **recipe)
+                          channels=1, amp=args.amp, **recipe)
         h = run.history
         rate = 60000 * len(h) / sum(60000 / r["images_per_s"] for r in h)  # over training time only
         emit({"variant": "dlkit", "images_per_s": rate, "s_per_epoch": 60000 / rate,
@@ -84,26 +84,33 @@ def main() -> None:
     p.add_argument("--models", default="lenet,lenet-modern,quick")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="dlkit with bf16 autocast (default: on for cuda); the tutorial loop stays fp32 as written")
+    p.add_argument("--variants", default="tutorial,lightning,dlkit", help="which loops to run (lightning when installed)")
     p.add_argument("--folder", action="store_true", help="also measure on a folder of JPEGs made from Fashion-MNIST")
     p.add_argument("--one", nargs=3, metavar=("VARIANT", "MODEL", "SOURCE"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.amp = args.device.startswith("cuda") if args.amp is None else args.amp
     if args.one:
         args.variant, args.model, args.source = args.one
         return run_one(args)
     fashion_dir()
-    try:
-        import lightning  # noqa: F401
-        variants = ["tutorial", "lightning", "dlkit"]
-    except ImportError:
-        variants = ["tutorial", "dlkit"]
-        print("(PyTorch Lightning not installed: `pip install lightning` to add it)")
+    variants = ["tutorial", *[v for v in args.variants.split(",") if v != "tutorial"]]
+    if "lightning" in variants:
+        try:
+            import lightning  # noqa: F401
+        except ImportError:
+            variants.remove("lightning")
+            print("(PyTorch Lightning not installed: `pip install lightning` to add it)")
     sources = ["idx", "folder"] if args.folder else ["idx"]
-    print(f"Fashion-MNIST, {args.epochs} epoch(s), device {args.device}; images/s over training steps only")
+    print(f"Fashion-MNIST, {args.epochs} epoch(s), device {args.device}{' (dlkit bf16)' if args.amp else ''}; "
+          "images/s over training steps only")
     print(f"{'model':<13} {'source':<7} {'variant':<10} {'img/s':>9} {'s/epoch':>8} {'peak MB':>8} {'test acc':>9} {'x tutorial':>10}")
     for model in args.models.split(","):
         for source in sources:
             results = {v: run_variant("throughput.py", "--epochs", str(args.epochs), "--device", args.device,
-                                      "--one", v, model, source) for v in variants}
+                                      "--amp" if args.amp else "--no-amp", "--one", v, model, source)
+                       for v in variants}
             ref = results["tutorial"]["images_per_s"]
             for v, r in results.items():
                 print(f"{model:<13} {source:<7} {v:<10} {r['images_per_s']:>9,.0f} {r['s_per_epoch']:>8.2f} "

@@ -24,11 +24,15 @@ BEST = {"cpu": dict(model="lenet-modern", optimizer="adamw", lr=0.01, batch_size
 
 class StopAtTarget:
     def __init__(self, target: float):
-        self.target, self.reached_s, self.epoch = target, None, None
+        self.target, self.reached_s, self.epoch, self.fit_start, self.train_s = target, None, None, None, None
+
+    def on_fit_start(self, trainer):
+        self.fit_start = time.perf_counter()  # data decoded, model built: from here on it is training time
 
     def on_epoch_end(self, trainer, record):
         if self.reached_s is None and record["val_acc"] >= self.target:
-            self.reached_s, self.epoch = time.perf_counter() - STARTED, record["epoch"]
+            now = time.perf_counter()
+            self.reached_s, self.train_s, self.epoch = now - STARTED, now - self.fit_start, record["epoch"]
             trainer.should_stop = True
 
 
@@ -42,24 +46,27 @@ def run_one(variant: str, target: float, device: str) -> None:
         stop = StopAtTarget(target)
         run = dlkit.train(data=str(fashion), device=device, tensorboard=False, quiet=True,
                           runs_dir="/tmp/dlkit-bench-runs", callbacks=[stop], **BEST[device])
-        emit({"variant": "dlkit", "reached_s": stop.reached_s, "epoch": stop.epoch,
+        emit({"variant": "dlkit", "reached_s": stop.reached_s, "train_s": stop.train_s, "epoch": stop.epoch,
               "best_acc": run.summary["best_val_acc"], "wall_s": time.perf_counter() - STARTED})
         return
     import dlkit
     from tutorial import d2l_loaders, train_ch6
 
     torch.manual_seed(0)
-    state = {"reached_s": None, "epoch": None, "best": 0.0}
+    state = {"reached_s": None, "train_s": None, "epoch": None, "best": 0.0}
 
     def on_epoch(epoch, acc):
         state["best"] = max(state["best"], acc)
         if state["reached_s"] is None and acc >= target:
-            state.update(reached_s=time.perf_counter() - STARTED, epoch=epoch)
+            now = time.perf_counter()
+            state.update(reached_s=now - STARTED, train_s=now - fit_start, epoch=epoch)
 
     train_iter, test_iter = d2l_loaders(torchvision_root(fashion), 256)
     model = dlkit.create_model("lenet", in_channels=1, num_classes=10, image_size=28)
+    fit_start = time.perf_counter()
     train_ch6(model, train_iter, test_iter, 10, 0.9, torch.device(device), on_epoch=on_epoch)
-    emit({"variant": "tutorial", "reached_s": state["reached_s"], "epoch": state["epoch"], "best_acc": state["best"],
+    emit({"variant": "tutorial", "reached_s": state["reached_s"], "train_s": state["train_s"], "epoch": state["epoch"],
+          "best_acc": state["best"],
           "wall_s": time.perf_counter() - STARTED})
 
 
@@ -78,8 +85,9 @@ def main() -> None:
     ref = run_variant("time_to_accuracy.py", *common, "--one", "tutorial")
     print(f"Fashion-MNIST, time to test accuracy >= {args.target} on {args.device} (process start to the epoch that reached it)")
     for r in ours + [ref]:
-        reached = f"{r['reached_s']:.1f}s (epoch {r['epoch']})" if r["reached_s"] else "never"
-        print(f"  {r['variant']:<9} reached: {reached:<18} best acc {r['best_acc']:.4f}  wall {r['wall_s']:.1f}s  "
+        reached = (f"{r['reached_s']:.1f}s, training {r['train_s']:.1f}s (epoch {r['epoch']})" if r["reached_s"]
+                   else "never")
+        print(f"  {r['variant']:<9} reached: {reached:<34} best acc {r['best_acc']:.4f}  wall {r['wall_s']:.1f}s  "
               f"peak {r['peak_rss_mb']:.0f} MB")
     times = sorted(r["reached_s"] for r in ours if r["reached_s"])
     if times and ref["reached_s"]:

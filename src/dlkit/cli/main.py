@@ -131,13 +131,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     target = Path(args.model)
     if target.exists():
-        result = summarize_checkpoint(target, batch_size=args.batch_size)
+        result = summarize_checkpoint(target, batch_size=args.batch_size, optimizer=args.optimizer)
     else:
         from ..models import create_model
 
         shape = _shape(args.input)
         model = create_model(args.model, in_channels=shape[0], num_classes=args.classes, image_size=shape[1])
-        result = summarize(model, shape, batch_size=args.batch_size, optimizer=args.optimizer)
+        result = summarize(model, shape, batch_size=args.batch_size, optimizer=args.optimizer or "adamw",
+                           name=args.model)
     print(json.dumps(result, default=str) if args.json else format_summary(result))
     return 0
 
@@ -287,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="3x32x32", help="input as CxHxW (default 3x32x32; a checkpoint brings its own)")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32, help="batch size for the memory estimates")
-    p.add_argument("--optimizer", default="adamw", help="optimizer whose state the training estimate counts")
+    p.add_argument("--optimizer", help="optimizer whose state the training estimate counts: sgd, sgd-momentum, "
+                   "adagrad, rmsprop, adam, adamw (default adamw, or the checkpoint's own)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 

@@ -181,17 +181,19 @@ class Residual(nn.Module):
         return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
-@MODELS.register("resnet18", default_size=224, min_size=4, help="ResNet-18 as in d2l (3x3 stem without pooling under 64 px)")
-def resnet18(in_channels: int, num_classes: int, image_size: int) -> Classifier:
+@MODELS.register("resnet18", default_size=224, min_size=4,
+                 help="ResNet-18 as in d2l (3x3 stem without pooling under 64 px; width=1.0 scales the channels)")
+def resnet18(in_channels: int, num_classes: int, image_size: int, width: float = 1.0) -> Classifier:
+    widths = [max(8, round(w * width)) for w in (64, 128, 256, 512)]
     if image_size >= 64:
-        stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                             nn.MaxPool2d(3, 2, 1))
+        stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                             nn.ReLU(), nn.MaxPool2d(3, 2, 1))
     else:
-        stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-    stages, c = [], 64
-    for i, width in enumerate((64, 128, 256, 512)):
+        stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+    stages, c = [], widths[0]
+    for i, w in enumerate(widths):
         stride = 1 if i == 0 else 2
-        stages.append(nn.Sequential(Residual(c, width, stride), Residual(width, width)))
-        c = width
-    net = nn.Sequential(stem, *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
+        stages.append(nn.Sequential(Residual(c, w, stride), Residual(w, w)))
+        c = w
+    net = nn.Sequential(stem, *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
     return Classifier(net, str(len(net) - 1))

@@ -1,0 +1,217 @@
+"""Model summaries: a per-layer table (output shape, parameters, MACs) and the four questions every learner asks of
+a network: how many parameters, how much compute, how much memory to train, how much to predict.
+
+Compute is counted per layer from its shapes (convolutions and linear layers, the multiply-accumulates that matter);
+`torch.utils.flop_counter.FlopCounterMode` checks it in the tests. Activation memory is measured, not guessed: the
+tensors autograd saves for backward are recorded during a real forward pass at two batch sizes.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+# Optimizer state kept per trainable parameter, in parameter-sized tensors (momentum, squares, ...).
+OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+
+
+def _conv_macs(module: nn.modules.conv._ConvNd, out: torch.Tensor) -> int:
+    per_output = module.in_channels // module.groups * int(torch.tensor(module.kernel_size).prod())
+    return out[0].numel() * per_output
+
+
+def _linear_macs(module: nn.Linear, out: torch.Tensor) -> int:
+    return out[0].numel() * module.in_features
+
+
+# Multiply-accumulates of one image through a layer, by layer type: the ops FlopCounterMode counts (matmul, conv).
+MAC_RULES: dict[type, Callable[[nn.Module, torch.Tensor], int]] = {
+    nn.modules.conv._ConvNd: _conv_macs,
+    nn.Linear: _linear_macs,
+}
+
+
+@dataclass
+class LayerCall:
+    name: str
+    kind: str
+    output: tuple[int, ...]        # per image (batch dimension dropped)
+    params: int                    # counted at a layer's first call only
+    macs: int                      # per image
+    weight_grad: bool              # backward computes a weight gradient
+    input_grad: bool               # backward computes a gradient for the layer's input
+    io_bytes: int                  # input + output bytes per image, the most a layer holds at once in inference
+
+
+def _macs_of(module: nn.Module, out: torch.Tensor) -> int:
+    for kind, rule in MAC_RULES.items():
+        if isinstance(module, kind):
+            return rule(module, out)
+    return 0
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value[0].numel() * value.element_size() if value.dim() else value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[LayerCall]:
+    """One forward of a single image with a hook on every leaf module, recording each call in order."""
+    calls: list[LayerCall] = []
+    seen: set[int] = set()
+
+    def hook(module, inputs, output):
+        first = id(module) not in seen
+        seen.add(id(module))
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        weight = getattr(module, "weight", None)
+        calls.append(LayerCall(
+            name=names[id(module)], kind=type(module).__name__,
+            output=tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else (),
+            params=sum(p.numel() for p in module.parameters(recurse=False)) if first else 0,
+            macs=_macs_of(module, out) if isinstance(out, torch.Tensor) else 0,
+            weight_grad=isinstance(weight, torch.Tensor) and weight.requires_grad,
+            input_grad=bool(inputs) and isinstance(inputs[0], torch.Tensor) and inputs[0].requires_grad,
+            io_bytes=_tensor_bytes(inputs[:1]) + _tensor_bytes(output)))
+
+    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
+    names = {id(m): n for n, m in leaves}
+    handles = [m.register_forward_hook(hook) for _, m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.enable_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def saved_activation_bytes(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int) -> int:
+    """Bytes of the tensors autograd keeps for backward in one training forward at this batch size (weights excluded)."""
+    probe = copy.deepcopy(model).train()  # train mode (dropout masks, batch statistics) without touching the model
+    own = {p.untyped_storage().data_ptr() for p in probe.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        probe(torch.rand(batch_size, *input_shape))
+    return sum(saved.values())
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 32,
+              optimizer: str = "adamw", name: str | None = None) -> dict[str, Any]:
+    """Per-layer table and totals for `model` on CxHxW inputs; memory estimates at `batch_size`.
+
+    Returns a dict: layers, parameters, FLOPs (forward per image, training per image and per step), activation
+    memory per image, and byte estimates to train (weights + gradients + optimizer state + activations + input)
+    and to predict. Raises UserError for an unknown optimizer or a batch size below 1.
+    """
+    if optimizer not in OPTIMIZER_STATE:
+        raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZER_STATE)} (got {optimizer!r})")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
+    calls = trace_layers(model, input_shape)
+    params = list(model.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(p.numel() for p in params)
+    macs = sum(c.macs for c in calls)
+    # backward of a conv/linear costs one forward for the weight gradient and one for the input gradient, each
+    # only where autograd needs it (the first layer has no input gradient; frozen layers no weight gradient)
+    train_macs = sum(c.macs * (1 + c.weight_grad + c.input_grad) for c in calls)
+    small, large = saved_activation_bytes(model, input_shape, 2), saved_activation_bytes(model, input_shape, 4)
+    per_image = (large - small) / 2
+    fixed = max(0.0, small - 2 * per_image)
+    weight_bytes = sum(p.numel() * p.element_size() for p in params) + sum(b.numel() * b.element_size()
+                                                                           for b in model.buffers())
+    trainable_bytes = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+    input_bytes = batch_size * int(torch.tensor(input_shape).prod()) * 4
+    train = {"weights": weight_bytes, "gradients": trainable_bytes,
+             "optimizer_state": OPTIMIZER_STATE[optimizer] * trainable_bytes,
+             "activations": round(fixed + per_image * batch_size), "input": input_bytes}
+    train["total"] = sum(train.values())
+    peak_io = max((c.io_bytes for c in calls), default=0)
+    predict = {"weights": weight_bytes, "activations": batch_size * peak_io, "input": input_bytes}
+    predict["total"] = sum(predict.values())
+    return {
+        "model": name or type(model).__name__, "input": list(input_shape), "batch_size": batch_size,
+        "optimizer": optimizer,
+        "layers": [{"name": c.name, "type": c.kind, "output": list(c.output), "params": c.params, "macs": c.macs}
+                   for c in calls],
+        "params": total, "params_trainable": trainable, "params_frozen": total - trainable,
+        "macs_per_image": macs, "flops_forward_per_image": 2 * macs, "flops_train_per_image": 2 * train_macs,
+        "flops_train_step": 2 * train_macs * batch_size,
+        "activation_bytes_per_image": round(per_image),
+        "memory_train_bytes": train, "memory_predict_bytes": predict,
+    }
+
+
+def summarize_checkpoint(path: str | Path, batch_size: int = 32, optimizer: str | None = None) -> dict[str, Any]:
+    """summarize() for the model a run or checkpoint describes, at its own input size and with its own optimizer."""
+    from ..infer.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    config, spec = predictor.meta.get("config", {}), predictor.spec
+    model = predictor.model
+    if config.get("freeze_backbone"):
+        model.freeze_backbone()
+    chosen = optimizer or config.get("optimizer", "adamw")
+    if chosen == "sgd" and config.get("momentum"):
+        chosen = "sgd-momentum"
+    return summarize(model, (spec.channels, spec.image_size, spec.image_size), batch_size, chosen,
+                     name=f"{predictor.meta['model']} ({predictor.path})")
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The per-layer table and the four answers, as text for the console."""
+    rows = [(layer["name"] or "(model)", layer["type"], "x".join(map(str, layer["output"])) or "-",
+             f"{layer['params']:,}", _si(layer["macs"])) for layer in s["layers"]]
+    header = ("layer", "type", "output", "params", "MACs")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    line = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    train, predict, b = s["memory_train_bytes"], s["memory_predict_bytes"], s["batch_size"]
+    input_text = "x".join(map(str, s["input"]))
+    return "\n".join([
+        f"{s['model']} on {input_text} inputs", line(header), "  ".join("-" * w for w in widths), *map(line, rows), "",
+        f"parameters:  {s['params']:,} ({s['params_trainable']:,} trainable, {s['params_frozen']:,} frozen), "
+        f"{_bytes(train['weights'])} with buffers",
+        f"compute:     {_si(s['macs_per_image'])}MACs = {_si(s['flops_forward_per_image'])}FLOPs per image forward; "
+        f"{_si(s['flops_train_per_image'])}FLOPs per image to train; {_si(s['flops_train_step'])}FLOPs per training "
+        f"step at batch {b}",
+        f"train:       {_bytes(train['total'])} at batch {b} with {s['optimizer']} = weights {_bytes(train['weights'])}"
+        f" + gradients {_bytes(train['gradients'])} + optimizer {_bytes(train['optimizer_state'])} + activations "
+        f"{_bytes(train['activations'])} ({_bytes(s['activation_bytes_per_image'])} per image) + input "
+        f"{_bytes(train['input'])}",
+        f"predict:     {_bytes(predict['total'])} at batch {b} = weights {_bytes(predict['weights'])} + largest "
+        f"layer in+out {_bytes(predict['activations'])} + input {_bytes(predict['input'])}",
+    ])
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} "
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
