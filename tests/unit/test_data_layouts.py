@@ -21,6 +21,7 @@ from dlkit.data.builtin import CIFAR10_CLASSES, DIGIT_CLASSES
 from dlkit.data.cifar import safe_unpickle
 from dlkit.data.idx import parse_idx
 from dlkit.data.loaders import TensorBatches
+from dlkit.data.manifest import read_manifest
 from dlkit.errors import UserError
 
 IDX_LAYOUT = "MNIST-style IDX files"
@@ -808,3 +809,34 @@ def test_csv_mixing_rows_with_and_without_a_split_is_refused(tmp_path):
     write_csv(tmp_path / "m.csv", [["a.png", "cat", "train"], ["b.png", "dog", ""]])
     with pytest.raises(UserError, match="some rows have a split and some do not"):
         open_source(str(tmp_path / "m.csv"))
+
+
+@st.composite
+def manifest_like(draw):
+    """CSV text whose cells mix real file names, traversal, NUL bytes, quotes, huge names and split words."""
+    cell = st.one_of(st.sampled_from(["imgs/a.png", "imgs/b.png", "../x.png", "/etc/passwd", "a\x00b", '"', "",
+                                      "x" * 5000, "train", "val", "valid", "test", "bogus", "path", "label"]),
+                     st.text(max_size=20))
+    rows = draw(st.lists(st.lists(cell, min_size=0, max_size=4), max_size=6))
+    return "\n".join(",".join(r) for r in rows).encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=96), manifest_like()))
+def test_fuzz_csv_manifest(tmp_path, data):
+    """Any bytes as a manifest end in labelled files inside the folder or a clean UserError, never a crash."""
+    folder = tmp_path / "fuzz"
+    (folder / "imgs").mkdir(parents=True, exist_ok=True)
+    for name in ("a.png", "b.png"):
+        Image.new("L", (4, 4)).save(folder / "imgs" / name)
+    manifest = folder / "m.csv"
+    manifest.write_bytes(data)
+    try:
+        splits = read_manifest(manifest)
+    except UserError as e:
+        assert "\n" not in str(e).strip()
+        return
+    for files in splits.values():
+        assert all(p.is_relative_to(folder.resolve()) and p.is_file() for p in files.files)
+        assert len(files.files) == len(files.names)

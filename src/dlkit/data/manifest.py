@@ -24,11 +24,11 @@ def read_manifest(csv_path: Path, allow_outside_root: bool = False) -> dict[str,
             raise UserError(f"{csv_path} row {line_no}: expected path,label (got {','.join(row)!r})")
         rel, label = row[0].strip(), row[1].strip()
         split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else "all"
-        path = (root / rel).resolve()
+        path, exists = _locate(root, rel, f"{csv_path} row {line_no}")
         if not allow_outside_root and (Path(rel).is_absolute() or not path.is_relative_to(root)):
-            raise UserError(f"{csv_path} row {line_no}: path {rel!r} is outside the manifest's folder; move it inside")
+            raise UserError(f"{csv_path} row {line_no}: path {rel[:80]!r} is outside the manifest's folder; move it inside")
         files = splits.setdefault({"valid": "val", "validation": "val"}.get(split, split), FileList())
-        if path.is_file():
+        if exists:
             files.files.append(path)
             files.names.append(label)
         else:
@@ -37,3 +37,12 @@ def read_manifest(csv_path: Path, allow_outside_root: bool = False) -> dict[str,
     if unknown:
         raise UserError(f"{csv_path}: unknown split name(s) {', '.join(sorted(unknown))}; use train, val or test")
     return splits
+
+
+def _locate(root: Path, rel: str, where: str) -> tuple[Path, bool]:
+    """The resolved path of a manifest entry and whether it is a file; an impossible name is the user's to fix."""
+    try:
+        path = (root / rel).resolve()
+        return path, path.is_file()
+    except (ValueError, OSError) as e:  # a NUL byte, a name longer than the filesystem allows
+        raise UserError(f"{where}: {rel[:80]!r} is not a usable path ({type(e).__name__}: {str(e)[:60]})") from None
