@@ -84,13 +84,12 @@ def main() -> None:
     p.add_argument("--models", default="lenet,lenet-modern,quick")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="dlkit with bf16 autocast (default: on for cuda); the tutorial loop stays fp32 as written")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                   help="dlkit with bf16 autocast on CUDA (default off: the same fp32 as the tutorial loop)")
     p.add_argument("--variants", default="tutorial,lightning,dlkit", help="which loops to run (lightning when installed)")
     p.add_argument("--folder", action="store_true", help="also measure on a folder of JPEGs made from Fashion-MNIST")
     p.add_argument("--one", nargs=3, metavar=("VARIANT", "MODEL", "SOURCE"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.amp = args.device.startswith("cuda") if args.amp is None else args.amp
     if args.one:
         args.variant, args.model, args.source = args.one
         return run_one(args)
