@@ -8,6 +8,7 @@ tensors autograd saves for backward are recorded during a real forward pass at t
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ OPTIMIZER_STATE = {"sgd": 0, "sgd-momentum": 1, "adagrad": 1, "rmsprop": 1, "ada
 
 
 def _conv_macs(module: nn.modules.conv._ConvNd, out: torch.Tensor) -> int:
-    per_output = module.in_channels // module.groups * int(torch.tensor(module.kernel_size).prod())
+    per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
     return out[0].numel() * per_output
 
 
@@ -141,7 +142,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], batch_size: i
     weight_bytes = sum(p.numel() * p.element_size() for p in params) + sum(b.numel() * b.element_size()
                                                                            for b in model.buffers())
     trainable_bytes = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
-    input_bytes = batch_size * int(torch.tensor(input_shape).prod()) * 4
+    input_bytes = batch_size * math.prod(input_shape) * 4
     train = {"weights": weight_bytes, "gradients": trainable_bytes,
              "optimizer_state": OPTIMIZER_STATE[optimizer] * trainable_bytes,
              "activations": round(fixed + per_image * batch_size), "input": input_bytes}
