@@ -28,9 +28,12 @@ def run_one(args) -> None:
         run = dlkit.train(data=str(folder or fashion), model=args.model, epochs=args.epochs, device=args.device,
                           out=None, runs_dir=str(Path("/tmp/dlkit-bench-runs")), tensorboard=False, quiet=True,
                           channels=1, amp=args.amp, **recipe)
+        from tutorial import steady_rate
+
         h = run.history
         rate = 60000 * len(h) / sum(60000 / r["images_per_s"] for r in h)  # over training time only
-        emit({"variant": "dlkit", "images_per_s": rate, "s_per_epoch": 60000 / rate,
+        steady = steady_rate(60000, [60000 / r["images_per_s"] for r in h])
+        emit({"variant": "dlkit", "images_per_s": rate, "s_per_epoch": 60000 / rate, "steady_images_per_s": steady,
               "test_acc": h[-1]["val_acc"], "wall_s": run.summary["wall_s"]})
         return
     model = dlkit.create_model(args.model, in_channels=1, num_classes=10, image_size=28)
@@ -104,16 +107,21 @@ def main() -> None:
     sources = ["idx", "folder"] if args.folder else ["idx"]
     print(f"Fashion-MNIST, {args.epochs} epoch(s), device {args.device}{' (dlkit bf16)' if args.amp else ''}; "
           "images/s over training steps only")
-    print(f"{'model':<13} {'source':<7} {'variant':<10} {'img/s':>9} {'s/epoch':>8} {'peak MB':>8} {'test acc':>9} {'x tutorial':>10}")
+    print(f"{'model':<13} {'source':<7} {'variant':<10} {'img/s':>9} {'steady':>9} {'s/epoch':>8} {'peak MB':>8} "
+          f"{'test acc':>9} {'x tutorial':>10} {'x steady':>9}")
+    print("  (steady: images/s over epochs after the first, leaving out warm-up and cuDNN autotuning)")
     for model in args.models.split(","):
         for source in sources:
             results = {v: run_variant("throughput.py", "--epochs", str(args.epochs), "--device", args.device,
                                       "--amp" if args.amp else "--no-amp", "--one", v, model, source)
                        for v in variants}
-            ref = results["tutorial"]["images_per_s"]
+            ref, ref_steady = results["tutorial"]["images_per_s"], results["tutorial"].get("steady_images_per_s")
             for v, r in results.items():
-                print(f"{model:<13} {source:<7} {v:<10} {r['images_per_s']:>9,.0f} {r['s_per_epoch']:>8.2f} "
-                      f"{r['peak_rss_mb']:>8.0f} {r['test_acc']:>9.4f} {r['images_per_s'] / ref:>9.2f}x", flush=True)
+                steady = r.get("steady_images_per_s")
+                ratio = f"{steady / ref_steady:>8.2f}x" if steady and ref_steady else f"{'-':>9}"
+                print(f"{model:<13} {source:<7} {v:<10} {r['images_per_s']:>9,.0f} "
+                      f"{f'{steady:,.0f}' if steady else '-':>9} {r['s_per_epoch']:>8.2f} {r['peak_rss_mb']:>8.0f} "
+                      f"{r['test_acc']:>9.4f} {r['images_per_s'] / ref:>9.2f}x {ratio}", flush=True)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device, optimizer="sgd
     net.to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     loss = nn.CrossEntropyLoss()
-    images, seconds = 0, 0.0
+    images, seconds, epoch_s = 0, 0.0, []
     for epoch in range(num_epochs):
         net.train()
         start = time.perf_counter()
@@ -61,10 +61,18 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device, optimizer="sgd
                 metric_loss += float(l) * X.shape[0]
                 metric_acc += accuracy(y_hat, y)
                 n += X.shape[0]
-        seconds += time.perf_counter() - start
+        epoch_s.append(time.perf_counter() - start)
+        seconds += epoch_s[-1]
         images += n
         test_acc = evaluate_accuracy(net, test_iter, device)
         if on_epoch:
             on_epoch(epoch + 1, test_acc)
     return {"images_per_s": images / seconds, "s_per_epoch": seconds / num_epochs, "test_acc": test_acc,
+            "steady_images_per_s": steady_rate(n, epoch_s),
             "train_loss": metric_loss / n, "train_acc": metric_acc / n}
+
+
+def steady_rate(images_per_epoch: int, epoch_seconds: list[float]) -> float | None:
+    """Images/s after the first epoch (warm-up, cuDNN autotuning and worker start-up left out); None for one epoch."""
+    later = sorted(epoch_seconds[1:])
+    return images_per_epoch / later[len(later) // 2] if later else None
