@@ -159,3 +159,16 @@ def test_fast_path_and_dataloader_augmentation_have_the_same_distribution():
 
     for ours, theirs in zip(stats(batched), stats(per_sample)):
         assert abs(float(ours) - float(theirs)) < 0.1 * max(1.0, abs(float(theirs)))
+
+
+def test_cpu_threads_are_capped_at_the_cpus_the_process_may_use(monkeypatch):
+    from dlkit.training.device import configure_backends
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    try:
+        torch.set_num_threads(2)
+        configure_backends(torch.device("cpu"), deterministic=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

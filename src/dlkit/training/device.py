@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -20,6 +21,26 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("--device mps: Apple's MPS backend is not available here; use --device cpu (or auto)")
     return torch.device(name)
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """cuDNN autotuning unless results must repeat; deterministic kernels when asked; CPU threads that fit."""
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not deterministic
+    usable = usable_cpus()
+    if torch.get_num_threads() > usable:  # OpenMP counts the host's cores, not the ones a container or taskset allows
+        torch.set_num_threads(usable)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity-aware where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 def autocast_for(device: torch.device, amp: bool):

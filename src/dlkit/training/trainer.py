@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from . import resume
 from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
-from .device import autocast_for, device_label, prefers_channels_last, resolve_device
+from .device import autocast_for, configure_backends, device_label, prefers_channels_last, resolve_device
 from .loop import Inputs, StepParts, epoch_metrics, new_totals, predict_logits, train_one_epoch
 from .optim import LOSSES, OPTIMIZERS, lr_multiplier
 
@@ -350,15 +350,6 @@ def save_samples(samples, spec, folder: Path, count: int = 8) -> None:
         array = samples.images[i].permute(1, 2, 0).squeeze(-1).numpy()
         name = spec.class_names[int(samples.labels[i])].replace("/", "-")
         Image.fromarray(array).save(folder / f"{n}_{name}.png")
-
-
-def configure_backends(device: torch.device, deterministic: bool) -> None:
-    """cuDNN autotuning unless results must repeat; deterministic kernels when asked."""
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cudnn.deterministic = deterministic
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not deterministic
 
 
 def _seed_everything(seed: int) -> None:
