@@ -115,7 +115,22 @@ def make_config(overrides: dict[str, Any] | None = None, config_file: str | Path
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     require(not unknown, f"unknown config key(s) {', '.join(unknown)}; see `dlkit train --help` for the valid ones")
+    values = {k: absolute_path(v) if k in PATH_FIELDS else v for k, v in values.items()}
     return TrainConfig(**values).validated()
+
+
+# Fields naming files or folders. They are saved absolute, so a run can be evaluated or resumed from any folder.
+PATH_FIELDS = ("data", "data_dir", "weights", "init_from")
+
+
+def absolute_path(value: Any) -> Any:
+    """An existing path made absolute; a built-in dataset name, a missing path or a non-string stays as it is."""
+    from .data.builtin import BUILTINS
+
+    if not isinstance(value, str) or not value or value in BUILTINS:
+        return value
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -65,6 +65,20 @@ def test_resume_continues_to_more_epochs(folder, tmp_path, capsys):
     assert epochs == [1, 2, 3, 4]
 
 
+def test_a_run_made_with_a_relative_data_path_evaluates_and_resumes_from_another_folder(folder, tmp_path, capsys,
+                                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("train", "--data", "pets", "--model", "mlp", "--out", "run", *FAST) == (0, None)
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"data: {folder.resolve()}" in config  # saved absolute
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out = run_cli("eval", tmp_path / "run", "--json", capsys=capsys)
+    assert code == 0 and 0 <= json.loads(out.out)["accuracy"] <= 1
+    assert run_cli("train", "--resume", tmp_path / "run", "--epochs", 3, "-q") == (0, None)
+
+
 def test_resume_with_another_model_is_refused(folder, tmp_path, capsys):
     run = tmp_path / "run"
     run_cli("train", "--data", folder, "--model", "mlp", "--out", run, *FAST)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..config import TrainConfig
+from ..config import TrainConfig, absolute_path
 from ..data import PreparedData, make_batches, open_source, prepare_data
 from ..data.augment import BatchAugment
 from ..errors import UserError
@@ -317,7 +317,7 @@ class Trainer:
             raise UserError(f"{folder}: last.safetensors and last.state.safetensors are from different steps; "
                             "start a new run with --resume-weights-only")
         differs = [what for what, ok in (("model", meta.get("model") == self.cfg.model),
-                                         ("data", meta.get("data", self.cfg.data) == self.cfg.data),
+                                         ("data", absolute_path(meta.get("data", self.cfg.data)) == self.cfg.data),
                                          ("optimizer", meta["config"]["optimizer"] == self.cfg.optimizer),
                                          ("classes", meta["spec"]["class_names"] == list(self.data.spec.class_names)))
                    if not ok]
