@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import dlkit
@@ -124,6 +125,17 @@ def test_show_data_draws_samples_and_counts_classes(tmp_path, capsys):
     cat = next(line for line in text.splitlines() if line.startswith("cat"))
     dog = next(line for line in text.splitlines() if line.startswith("dog"))
     assert cat.split()[1:3] == ["4", "1"] and dog.split()[1:3] == ["3", "1"]
+
+
+def test_show_data_takes_classes_in_turn_so_rare_ones_show():
+    from dlkit.track.datashow import round_robin
+
+    labels = torch.tensor([0] * 50 + [1] * 3 + [2] * 10)
+    pick = round_robin(labels, 7, torch.Generator().manual_seed(0))
+    assert labels[pick].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert len(set(pick.tolist())) == 7
+    everything = round_robin(labels, 100, torch.Generator().manual_seed(1))
+    assert sorted(everything.tolist()) == list(range(len(labels)))  # asking for more gives each sample once
 
 
 def test_tensorboard_command_serves_the_runs_on_loopback(run):

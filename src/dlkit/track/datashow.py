@@ -11,14 +11,14 @@ from . import figures
 
 def show_data(data: str, out: str | Path, n: int = 32, data_dir: str | None = None, image_size: int | None = None,
               seed: int = 0) -> tuple[Path, dict[str, dict[str, int]]]:
-    """Save a grid of n training samples (spread over the split) and bar charts of class counts; return the counts."""
+    """Save a grid of n training samples (classes in turn) and bar charts of class counts; return the counts."""
     from ..data import open_source, prepare_split
     from ..data.loaders import guess_file_channels
     from ..data.spec import PreprocessSpec
 
     source = open_source(data, data_dir, seed=seed)
     counts = {split: _counts(source.split(split).labels, source.classes) for split in ("train", "val")}
-    pick = torch.randperm(len(source.train), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    pick = round_robin(source.train.labels, n, torch.Generator().manual_seed(seed))
     subset = source.train.subset(pick)
     channels = source.channels or guess_file_channels(subset.paths)
     size = image_size or (subset.images.shape[-1] if subset.images is not None else 96)
@@ -31,6 +31,16 @@ def show_data(data: str, out: str | Path, n: int = 32, data_dir: str | None = No
     chart = figures.counts_figure(source.classes, [counts["train"][c] for c in source.classes], "training images per class")
     figures.save(chart, out.with_name(out.stem + "_counts.png"))
     return out, counts
+
+
+def round_robin(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n indices taking one sample of each class in turn (random within a class), so rare classes show too."""
+    shuffled = torch.randperm(len(labels), generator=generator)
+    by_class = shuffled[torch.sort(labels[shuffled], stable=True).indices]
+    grouped = labels[by_class]
+    rank = torch.arange(len(labels)) - torch.searchsorted(grouped, grouped)  # position within its class
+    turn = rank * (int(labels.max()) + 1 if len(labels) else 1) + grouped
+    return by_class[torch.argsort(turn, stable=True)[:n]]
 
 
 def _counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
