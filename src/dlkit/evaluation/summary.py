@@ -99,21 +99,28 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[La
     return calls
 
 
-def saved_activation_bytes(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int) -> int:
-    """Bytes of the tensors autograd keeps for backward in one training forward at this batch size (weights excluded)."""
+def activation_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[float, float]:
+    """(bytes per image, fixed bytes) of the tensors autograd keeps for backward in a training forward, weights
+    excluded: measured at batch sizes 2 and 4, the difference being what each image adds."""
     probe = copy.deepcopy(model).train()  # train mode (dropout masks, batch statistics) without touching the model
     own = {p.untyped_storage().data_ptr() for p in probe.parameters()}
-    saved: dict[int, int] = {}
 
-    def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in own:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
+    def saved_at(batch_size: int) -> int:
+        saved: dict[int, int] = {}
 
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        probe(torch.rand(batch_size, *input_shape))
-    return sum(saved.values())
+        def pack(t: torch.Tensor):
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in own:
+                saved[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            probe(torch.rand(batch_size, *input_shape))
+        return sum(saved.values())
+
+    small, large = saved_at(2), saved_at(4)
+    per_image = (large - small) / 2
+    return per_image, max(0.0, small - 2 * per_image)
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 32,
@@ -136,9 +143,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], batch_size: i
     # backward of a conv/linear costs one forward for the weight gradient and one for the input gradient, each
     # only where autograd needs it (the first layer has no input gradient; frozen layers no weight gradient)
     train_macs = sum(c.macs * (1 + c.weight_grad + c.input_grad) for c in calls)
-    small, large = saved_activation_bytes(model, input_shape, 2), saved_activation_bytes(model, input_shape, 4)
-    per_image = (large - small) / 2
-    fixed = max(0.0, small - 2 * per_image)
+    per_image, fixed = activation_bytes(model, input_shape)
     weight_bytes = sum(p.numel() * p.element_size() for p in params) + sum(b.numel() * b.element_size()
                                                                            for b in model.buffers())
     trainable_bytes = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
