@@ -66,7 +66,7 @@ class TrainConfig:
     save_every_steps: int | None = opt(None, "also save checkpoints/last every N steps, for exact mid-epoch resume")
     seed: int = opt(0, "random seed for the split, the initialisation and the sample order")
     device: str = opt("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
-    amp: bool = opt(False, "mixed precision (bf16 autocast) on CUDA")
+    amp: bool = opt(False, "mixed precision: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16)")
     compile: bool = opt(False, "torch.compile the model (slower start, faster steps on big models)")
     deterministic: bool = opt(False, "deterministic algorithms (bitwise repeatable on the CPU; slower on CUDA)")
     # run

@@ -138,6 +138,33 @@ def test_channels_last_probe_leaves_the_model_unchanged():
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.skipif(not __import__("dlkit.training.device").training.device.native_bf16_cpu(),
+                    reason="this CPU has no native bf16 (AMX or AVX512-BF16), so --amp stays fp32 here")
+def test_amp_trains_in_bf16_on_a_cpu_with_native_bf16(folder, tmp_path):
+    from dlkit.training.device import autocast_for
+
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with autocast_for(torch.device("cpu"), True)():
+        assert conv(torch.randn(2, 3, 8, 8)).dtype == torch.bfloat16
+    run = dlkit.train(data=str(folder), model="quick", image_size=16, epochs=1, batch_size=4, amp=True,
+                      out=str(tmp_path / "run"), tensorboard=False, quiet=True)
+    assert run.summary["device"] == "cpu bf16" and math.isfinite(run.history[-1]["train_loss"])
+    assert all(p.dtype == torch.float32 for p in run.load("cpu").model.parameters())  # fp32 master weights saved
+
+
+def test_amp_stays_fp32_and_says_so_where_bf16_would_be_emulated(folder, tmp_path, monkeypatch, capsys):
+    from dlkit.training import device
+
+    monkeypatch.setattr(device, "native_bf16_cpu", lambda: False)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with device.autocast_for(torch.device("cpu"), True)():
+        assert conv(torch.randn(2, 3, 8, 8)).dtype == torch.float32
+    run = dlkit.train(data=str(folder), model="mlp", image_size=12, epochs=1, batch_size=4, amp=True,
+                      out=str(tmp_path / "run"), tensorboard=False)
+    assert run.summary["device"] == "cpu fp32"
+    assert "--amp: no native bf16 on cpu" in capsys.readouterr().out
+
+
 def test_fast_path_and_dataloader_augmentation_have_the_same_distribution():
     """Crop offsets and flip rate of BatchAugment (device, batched) match transforms.v2 (DataLoader workers)."""
     from dlkit.data.augment import BatchAugment, file_augment

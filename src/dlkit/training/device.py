@@ -43,22 +43,39 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX): there autocast speeds up convs and matmuls;
+    elsewhere bf16 is emulated and slower than fp32."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype --amp gives here: bf16 on CUDA and on CPUs with native bf16; None means plain fp32."""
+    if amp and (device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())):
+        return torch.bfloat16
+    return None
+
+
 def autocast_for(device: torch.device, amp: bool):
-    """A zero-argument context factory: bf16 autocast on CUDA with --amp, else nothing."""
-    if amp and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
+    """A zero-argument context factory: bf16 autocast where --amp pays (see amp_dtype), else nothing."""
+    dtype = amp_dtype(device, amp)
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def device_label(device: torch.device, amp: bool) -> str:
-    precision = "bf16" if amp and device.type == "cuda" else "fp32"
+    precision = "bf16" if amp_dtype(device, amp) else "fp32"
     name = f"cuda:{torch.cuda.current_device()}" if device.type == "cuda" else device.type
     return f"{name} {precision}"
 
 
-def prefers_channels_last(model: torch.nn.Module, sample: torch.Tensor, device: torch.device) -> bool:
+def prefers_channels_last(model: torch.nn.Module, sample: torch.Tensor, device: torch.device,
+                           autocast=contextlib.nullcontext) -> bool:
     """Whether NHWC memory is faster for this model here. CUDA: yes for conv nets. CPU: it depends on the layers
-    (plain convs gain up to 2x, BatchNorm loses), so time a few training steps of each on a small batch."""
+    and the precision (plain convs gain up to 2x, BatchNorm loses 2x), so time a few training steps of each on a
+    small batch, under the autocast training will use."""
     import time
 
     if not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
@@ -73,7 +90,9 @@ def prefers_channels_last(model: torch.nn.Module, sample: torch.Tensor, device: 
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            model(x).float().logsumexp(1).sum().backward()
+            with autocast():
+                out = model(x)
+            out.float().logsumexp(1).sum().backward()
             best = min(best, time.perf_counter() - start)
             if best > 0.25:  # a big model: not worth probing on the CPU
                 break

@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from . import resume
 from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
-from .device import autocast_for, configure_backends, device_label, prefers_channels_last, resolve_device
+from .device import amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, resolve_device
 from .loop import Inputs, StepParts, epoch_metrics, new_totals, predict_logits, train_one_epoch
 from .optim import LOSSES, OPTIMIZERS, lr_multiplier
 
@@ -59,6 +59,8 @@ class Trainer:
         cfg = self.cfg
         self.device = resolve_device(cfg.device)
         self.device_label = device_label(self.device, cfg.amp)
+        if cfg.amp and amp_dtype(self.device, cfg.amp) is None:
+            self.console.print(f"--amp: no native bf16 on {self.device.type} here (it would be slower), so fp32")
         _seed_everything(cfg.seed)
         configure_backends(self.device, cfg.deterministic)
         if cfg.max_image_pixels:
@@ -71,7 +73,8 @@ class Trainer:
             found = find_batch_size(self.model, self._probe_shape(), self.device, len(self.data.train))
             self.console.print(f"batch size: {found} (the largest power of two that fit, --batch-size auto)")
             self.cfg = cfg = replace(cfg, batch_size=found)
-        channels_last = not cfg.deterministic and prefers_channels_last(self.model, self._probe_batch(), self.device)
+        channels_last = not cfg.deterministic and prefers_channels_last(
+            self.model, self._probe_batch(), self.device, autocast_for(self.device, cfg.amp))
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         spec = self.data.spec
