@@ -199,3 +199,13 @@ def test_cpu_threads_are_capped_at_the_cpus_the_process_may_use(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_default_loader_workers_follow_the_cpus_the_process_may_use(folder, monkeypatch):
+    from dlkit.data import open_source
+    from dlkit.data.loaders import FileBatches
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    samples = open_source(str(folder)).split("train")
+    batches = FileBatches(samples, 3, 12, 4, True, torch.device("cpu"))
+    assert batches.loader.num_workers == 1

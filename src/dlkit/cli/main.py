@@ -137,7 +137,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
         shape = _shape(args.input)
         model = create_model(args.model, in_channels=shape[0], num_classes=args.classes, image_size=shape[1])
-        result = summarize(model, shape, batch_size=args.batch_size, optimizer=args.optimizer or "adamw",
+        result = summarize(model, shape, batch_size=args.batch_size, optimizer=args.optimizer,
                            name=args.model)
     print(json.dumps(result, default=str) if args.json else format_summary(result))
     return 0

@@ -1,13 +1,13 @@
 """Batches for training: the in-memory fast path (index a uint8 tensor) and the DataLoader path for big folders."""
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..training.device import usable_cpus
 from .images import ImageError, guess_channels, load_image, open_image
 from .source import Samples
 
@@ -57,7 +57,7 @@ def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep:
         except ImageError as e:
             return e
 
-    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
         results = list(pool.map(decode, samples.paths))
     bad = [(p, r) for p, r in zip(samples.paths, results) if isinstance(r, ImageError)]
     if bad and strict:
@@ -152,7 +152,7 @@ class FileBatches:
                  timeout: float = 120):
         self.generator = torch.Generator().manual_seed(seed)  # its own: iterators must not draw from the global RNG
         self.sampler = EpochOrder(len(samples), shuffle, self.generator)
-        workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        workers = min(4, usable_cpus()) if workers is None else workers
         self.timeout = timeout if workers > 0 else 0
         self.batch_size = batch_size
         self.loader = torch.utils.data.DataLoader(

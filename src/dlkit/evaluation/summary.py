@@ -123,14 +123,23 @@ def activation_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> tup
     return per_image, max(0.0, small - 2 * per_image)
 
 
+def default_optimizer() -> str:
+    """The optimizer `dlkit train` uses when none is named (one source of truth: TrainConfig)."""
+    from ..config import TrainConfig
+
+    return TrainConfig.optimizer
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 32,
-              optimizer: str = "adamw", name: str | None = None) -> dict[str, Any]:
+              optimizer: str | None = None, name: str | None = None) -> dict[str, Any]:
     """Per-layer table and totals for `model` on CxHxW inputs; memory estimates at `batch_size`.
 
     Returns a dict: layers, parameters, FLOPs (forward per image, training per image and per step), activation
     memory per image, and byte estimates to train (weights + gradients + optimizer state + activations + input)
-    and to predict. Raises UserError for an unknown optimizer or a batch size below 1.
+    and to predict (optimizer None: training's default). Raises UserError for an unknown optimizer or a batch
+    size below 1.
     """
+    optimizer = optimizer or default_optimizer()
     if optimizer not in OPTIMIZER_STATE:
         raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZER_STATE)} (got {optimizer!r})")
     if batch_size < 1:
@@ -177,7 +186,7 @@ def summarize_checkpoint(path: str | Path, batch_size: int = 32, optimizer: str 
     model = predictor.model
     if config.get("freeze_backbone"):
         model.freeze_backbone()
-    chosen = optimizer or config.get("optimizer", "adamw")
+    chosen = optimizer or config.get("optimizer") or default_optimizer()
     if chosen == "sgd" and config.get("momentum"):
         chosen = "sgd-momentum"
     return summarize(model, (spec.channels, spec.image_size, spec.image_size), batch_size, chosen,
