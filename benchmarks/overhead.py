@@ -1,7 +1,8 @@
 """dlkit's trainer against a minimal loop over the same cached uint8 tensors, same model and batch size:
 the difference in time per step is the trainer's overhead (callbacks, metrics, progress, checkpoint-free steps).
+The minimal loop gets the memory format and precision dlkit picks, so only the loop around the step is compared.
 
-    python benchmarks/overhead.py --model lenet --batch-size 256 --epochs 2 --repeat 3
+    python benchmarks/overhead.py --model lenet --batch-size 256 --epochs 2 --repeat 3 [--amp]
 """
 from __future__ import annotations
 
@@ -14,19 +15,27 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import fashion_dir, median  # noqa: E402
 
 
-def minimal_loop(model, batches, spec, epochs: int, lr: float) -> float:
-    """Seconds per step of the leanest loop we can write: normalise, forward, loss, backward, step."""
+def minimal_loop(model, batches, spec, epochs: int, lr: float, amp: bool) -> float:
+    """Seconds per step of the leanest loop we can write: normalise, forward, loss, backward, step; in the memory
+    format and autocast dlkit's trainer would choose for this model here."""
     import torch
     import torch.nn.functional as F
 
     from dlkit.data.transforms import normalize
+    from dlkit.training.device import autocast_for, prefers_channels_last
 
+    cpu = torch.device("cpu")
+    autocast = autocast_for(cpu, amp)
+    fmt = (torch.channels_last if prefers_channels_last(model, torch.randn(256, 1, 28, 28), cpu, autocast)
+           else torch.contiguous_format)
+    model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=lr, foreach=True)
     model.train()
     steps, start = 0, time.perf_counter()
     for _ in range(epochs):
         for images, labels in batches:
-            loss = F.cross_entropy(model(normalize(images, spec)), labels)
+            with autocast():
+                loss = F.cross_entropy(model(normalize(images, spec).contiguous(memory_format=fmt)), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -40,6 +49,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--amp", action="store_true", help="both loops in bf16 autocast (where the CPU has it natively)")
     args = p.parse_args()
 
     import torch
@@ -55,13 +65,15 @@ def main() -> None:
         torch.manual_seed(i)
         model = dlkit.create_model(args.model, in_channels=1, num_classes=10, image_size=28)
         batches = make_batches(data.train, data.spec, args.batch_size, True, torch.device("cpu"), seed=i)
-        ref.append(minimal_loop(model, batches, data.spec, args.epochs, 0.1))
+        ref.append(minimal_loop(model, batches, data.spec, args.epochs, 0.1, args.amp))
         run = dlkit.train(data=str(fashion), model=args.model, batch_size=args.batch_size, epochs=args.epochs,
-                          optimizer="sgd", lr=0.1, tensorboard=False, quiet=True, runs_dir="/tmp/dlkit-bench-runs", seed=i)
+                          optimizer="sgd", lr=0.1, tensorboard=False, quiet=True, runs_dir="/tmp/dlkit-bench-runs", seed=i,
+                          amp=args.amp)
         train_s = sum(len(data.train) / r["images_per_s"] for r in run.history)
         ours.append(train_s / (steps_per_epoch * args.epochs))
     m_ours, m_ref = median(ours), median(ref)
-    print(f"{args.model}, batch {args.batch_size}, {args.epochs} epoch(s) x {args.repeat} repeats, Fashion-MNIST in memory")
+    print(f"{args.model}, batch {args.batch_size}, {args.epochs} epoch(s) x {args.repeat} repeats, Fashion-MNIST in memory"
+          f"{', bf16 autocast' if args.amp else ''}")
     print(f"  minimal loop   {m_ref * 1000:8.2f} ms/step  (runs: {', '.join(f'{t * 1000:.2f}' for t in ref)})")
     print(f"  dlkit trainer  {m_ours * 1000:8.2f} ms/step  (runs: {', '.join(f'{t * 1000:.2f}' for t in ours)})")
     print(f"  overhead       {(m_ours - m_ref) / m_ref * 100:+8.2f} % of step time (median vs median)")
