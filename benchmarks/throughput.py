@@ -27,7 +27,7 @@ def run_one(args) -> None:
     if args.variant == "dlkit":
         run = dlkit.train(data=str(folder or fashion), model=args.model, epochs=args.epochs, device=args.device,
                           out=None, runs_dir=str(Path("/tmp/dlkit-bench-runs")), tensorboard=False, quiet=True,
-                          channels=1, amp=args.amp, **recipe)
+                          channels=1, image_size=28, amp=args.amp, **recipe)  # 28: as the tutorial reads them
         from tutorial import steady_rate
 
         h = run.history
