@@ -33,6 +33,26 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
     usable = usable_cpus()
     if torch.get_num_threads() > usable:  # OpenMP counts the host's cores, not the ones a container or taskset allows
         torch.set_num_threads(usable)
+    if device.type == "cpu":
+        keep_freed_memory()
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed activations for the next step instead of returning them to the OS.
+
+    By default big blocks are mmap'ed and unmapped on free, so every training step faults its activations in
+    again, page by page: LeNet at batch 256 took ~2,500 page faults and ~25% longer per step. Keeping big blocks
+    on the heap (up to glibc's 32 MiB mmap ceiling) and not trimming it below 1 GiB of slack removes them; tensors
+    above 32 MiB still come from mmap. Linux with glibc only; returns whether it applied.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt = ctypes.CDLL(None).mallopt
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 2**20) and mallopt(M_TRIM_THRESHOLD, 2**30))
 
 
 def usable_cpus() -> int:
