@@ -161,7 +161,7 @@ def test_amp_stays_fp32_and_says_so_where_bf16_would_be_emulated(folder, tmp_pat
         assert conv(torch.randn(2, 3, 8, 8)).dtype == torch.float32
     run = dlkit.train(data=str(folder), model="mlp", image_size=12, epochs=1, batch_size=4, amp=True,
                       out=str(tmp_path / "run"), tensorboard=False)
-    assert run.summary["device"] == "cpu fp32"
+    assert run.summary["device"] == "cpu fp32" and run.summary["memory_format"] == "contiguous"  # an MLP: no convs
     assert "--amp: no native bf16 on cpu" in capsys.readouterr().out
 
 

@@ -285,6 +285,7 @@ class Trainer:
             "best_val_acc": self.best_acc, "best_epoch": self.best_epoch,
             **{k: last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
             "images_per_s": float(np.median(rates)) if rates else None, "device": self.device_label,
+            "memory_format": "channels_last" if self.parts.inputs.channels_last else "contiguous",
             "wall_s": round(wall_s, 2), "train_samples": len(self.data.train), "val_samples": len(self.data.val),
             "parameters": _count(self.model),
         }
