@@ -237,3 +237,19 @@ def test_cpu_training_steps_do_not_page_fault_their_activations_in_again():
     out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP], capture_output=True, text=True, check=True,
                          timeout=120).stdout
     assert float(out.split()[-1]) < 100
+
+
+def test_dataloader_path_leaves_its_workers_their_cpus_while_it_iterates(folder, monkeypatch):
+    from dlkit.data import open_source
+    from dlkit.data.loaders import FileBatches
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batches = FileBatches(open_source(str(folder)).split("train"), 3, 12, 4, True, torch.device("cpu"), workers=1)
+        during = [torch.get_num_threads() for _ in batches]
+        assert during and set(during) == {1}  # two CPUs, one decoding: one compute thread
+        assert torch.get_num_threads() == 2  # given back afterwards
+    finally:
+        torch.set_num_threads(before)
