@@ -112,3 +112,20 @@ def test_local_weights_load_into_a_torchvision_backbone(tmp_path):
 def test_registry_refuses_duplicates():
     with pytest.raises(ValueError, match="registered twice"):
         MODELS.register("lenet")(lambda *a: None)
+
+
+def test_flatten_hands_the_gradient_back_channels_last_with_the_same_values():
+    from dlkit.models.curriculum import Flatten
+
+    x = torch.randn(4, 6, 5, 5).contiguous(memory_format=torch.channels_last)
+    grads = {}
+    for name, flatten in (("ours", Flatten()), ("torch", torch.nn.Flatten())):
+        inp = x.clone().requires_grad_()
+        pooled = torch.nn.functional.avg_pool2d(inp, 1)  # a non-leaf, like the pooling before LeNet's head
+        flat = flatten(pooled)
+        pooled.register_hook(lambda g, name=name: grads.setdefault(name + "_layout", g))  # runs after Flatten's
+        (flat * torch.arange(150.0)).sum().backward()
+        grads[name] = inp.grad
+    assert grads["ours_layout"].is_contiguous(memory_format=torch.channels_last)
+    assert not grads["torch_layout"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(grads["ours"], grads["torch"])

@@ -12,13 +12,28 @@ from .base import Classifier
 from .registry import MODELS
 
 
+class Flatten(nn.Flatten):
+    """nn.Flatten whose gradient goes back in the layout its input came in.
+
+    Flattening a channels_last feature map copies it into NCHW order, so its gradient arrives in NCHW, and the
+    layer before (a pooling backward) takes PyTorch's slow mixed-layout path: LeNet's last pool took 740 us instead
+    of ~100 per step on a CPU in bf16, 6-9% of the step. Handing the gradient back channels_last avoids that.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.requires_grad and x.dim() == 4 and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling()):
+            x.register_hook(lambda grad: grad.contiguous(memory_format=torch.channels_last))
+        return super().forward(x)
+
+
 def _with_head(features: nn.Module, in_channels: int, image_size: int, head: list[nn.Module]) -> Classifier:
     """features -> flatten -> head, with the first Linear's input size found by a trial forward."""
     with torch.no_grad():
         flat = features(torch.zeros(1, in_channels, image_size, image_size)).flatten(1).shape[1]
     first = next(i for i, m in enumerate(head) if isinstance(m, nn.LazyLinear))
     head[first] = nn.Linear(flat, head[first].out_features)
-    net = nn.Sequential(features, nn.Flatten(), *head)
+    net = nn.Sequential(features, Flatten(), *head)
     return Classifier(net, str(len(net) - 1))
 
 
