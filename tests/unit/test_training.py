@@ -1,5 +1,6 @@
 """Training internals: both data paths, augmentation, schedules, losses, optimizers, early stopping, built-in errors."""
 import math
+import platform
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch
 import dlkit
 from dlkit.config import make_config
 from dlkit.errors import UserError
+from dlkit.training.device import native_bf16_cpu
 from dlkit.training.optim import LOSSES, OPTIMIZERS, SCHEDULES, lr_multiplier
 
 from fakedata import make_class_folders
@@ -15,6 +17,15 @@ from fakedata import make_class_folders
 @pytest.fixture
 def folder(tmp_path):
     return make_class_folders(tmp_path / "pets", per_class=8)
+
+
+@pytest.fixture
+def two_threads():
+    """torch at 2 CPU threads for the test, the process's own count given back after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("cache,augment", [("ram", "standard"), ("off", "standard"), ("off", "none")])
@@ -138,7 +149,7 @@ def test_channels_last_probe_leaves_the_model_unchanged():
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.skipif(not __import__("dlkit.training.device").training.device.native_bf16_cpu(),
+@pytest.mark.skipif(not native_bf16_cpu(),
                     reason="this CPU has no native bf16 (AMX or AVX512-BF16), so --amp stays fp32 here")
 def test_amp_trains_in_bf16_on_a_cpu_with_native_bf16(folder, tmp_path):
     from dlkit.training.device import autocast_for
@@ -188,17 +199,12 @@ def test_fast_path_and_dataloader_augmentation_have_the_same_distribution():
         assert abs(float(ours) - float(theirs)) < 0.1 * max(1.0, abs(float(theirs)))
 
 
-def test_cpu_threads_are_capped_at_the_cpus_the_process_may_use(monkeypatch):
+def test_cpu_threads_are_capped_at_the_cpus_the_process_may_use(monkeypatch, two_threads):
     from dlkit.training.device import configure_backends
 
-    before = torch.get_num_threads()
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
-    try:
-        torch.set_num_threads(2)
-        configure_backends(torch.device("cpu"), deterministic=False)
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    configure_backends(torch.device("cpu"), deterministic=False)
+    assert torch.get_num_threads() == 1
 
 
 def test_default_loader_workers_follow_the_cpus_the_process_may_use(folder, monkeypatch):
@@ -228,7 +234,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 """
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="the allocator setting is glibc's")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's")
 def test_cpu_training_steps_do_not_page_fault_their_activations_in_again():
     """Without keep_freed_memory, glibc unmaps freed activations: each of these LeNet steps faulted 6,632 pages."""
     import subprocess
@@ -239,17 +245,12 @@ def test_cpu_training_steps_do_not_page_fault_their_activations_in_again():
     assert float(out.split()[-1]) < 100
 
 
-def test_dataloader_path_leaves_its_workers_their_cpus_while_it_iterates(folder, monkeypatch):
+def test_dataloader_path_leaves_its_workers_their_cpus_while_it_iterates(folder, monkeypatch, two_threads):
     from dlkit.data import open_source
     from dlkit.data.loaders import FileBatches
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        batches = FileBatches(open_source(str(folder)).split("train"), 3, 12, 4, True, torch.device("cpu"), workers=1)
-        during = [torch.get_num_threads() for _ in batches]
-        assert during and set(during) == {1}  # two CPUs, one decoding: one compute thread
-        assert torch.get_num_threads() == 2  # given back afterwards
-    finally:
-        torch.set_num_threads(before)
+    batches = FileBatches(open_source(str(folder)).split("train"), 3, 12, 4, True, torch.device("cpu"), workers=1)
+    during = [torch.get_num_threads() for _ in batches]
+    assert during and set(during) == {1}  # two CPUs, one decoding: one compute thread
+    assert torch.get_num_threads() == 2  # given back afterwards
