@@ -22,7 +22,7 @@ def minimal_loop(model, batches, spec, epochs: int, lr: float, amp: bool) -> flo
     import torch.nn.functional as F
 
     from dlkit.data.transforms import normalize
-    from dlkit.training.device import autocast_for, prefers_channels_last
+    from dlkit.device import autocast_for, prefers_channels_last
 
     cpu = torch.device("cpu")
     autocast = autocast_for(cpu, amp)

@@ -39,6 +39,24 @@ class TrainConfig:
     disk_cache: bool = opt(True, "cache decoded image folders on disk (~/.cache/dlkit/decoded) so the next run skips decoding")
     workers: int | None = opt(None, "DataLoader worker processes when not cached (default: from the core count)")
     worker_timeout: float = opt(120.0, "seconds a DataLoader worker may take for a batch before the run fails")
+    # tables
+    target: str | None = opt(None, "the column to predict, when --data is a table (CSV, TSV, Parquet)")
+    task: str = opt("auto", "classification or regression; auto: regression for a numeric target with many distinct "
+                    "values", choices=("auto", "classification", "regression"))
+    data_args: dict = opt({}, "options of a built-in table, as key=value (e.g. w=2,-3.4 b=4.2 noise=0.01)", flag="--data-arg")
+    drop: list = opt([], "table columns to leave out (repeat, or comma-separate)")
+    categorical: list = opt([], "table columns to treat as categories")
+    numeric: list = opt([], "table columns to treat as numbers (text in them becomes missing)")
+    id_column: str | None = opt(None, "the identifier column: left out of the inputs, written beside predictions")
+    target_transform: str = opt("auto", "regression target: log, standardize or none; auto: log for a positive "
+                                "right-skewed target, else standardize", choices=("auto", "none", "log", "standardize"))
+    numeric_scaling: str = opt("robust", "table numbers: robust (median/IQR, smooth clipping of outliers) or standard "
+                               "(mean/std, as d2l)", choices=("robust", "standard"))
+    categorical_encoding: str = opt("onehot", "table categories: onehot (as d2l's get_dummies) or embedding (learned)",
+                                    choices=("onehot", "embedding"))
+    folds: int | None = opt(None, "K-fold cross-validation: the number of folds (set by `dlkit cv`)")
+    fold: int = opt(0, "which fold (0-based) this run validates on, with --folds")
+    refit: bool = opt(False, "train on all the data, with no held-out split (the final step of `dlkit cv --refit`)")
     # model
     model: str = opt("lenet-modern", "model name from `dlkit models`, or tv:<torchvision name>")
     model_args: dict = opt({}, "extra model keyword arguments as key=value (e.g. dropout=0.5 hidden=256,128)", flag="--model-arg")
@@ -47,7 +65,8 @@ class TrainConfig:
     init_from: str | None = opt(None, "start a new run from the weights of this run or checkpoint (fine-tuning)",
                                 flag="--resume-weights-only")
     # optimisation
-    loss: str = opt("cross-entropy", "loss function", choices=("cross-entropy", "mse", "l1", "huber"))
+    loss: str = opt("auto", "loss function; auto: cross-entropy for classes, mse for numbers (on softmax "
+                    "probabilities for classes)", choices=("auto", "cross-entropy", "mse", "l1", "huber"))
     label_smoothing: float = opt(0.0, "label smoothing for cross-entropy, in [0, 1)")
     optimizer: str = opt("adamw", "optimizer", choices=("sgd", "adagrad", "rmsprop", "adam", "adamw"))
     lr: float = opt(2e-3, "peak learning rate")
@@ -60,7 +79,9 @@ class TrainConfig:
     epochs: int = opt(10, "number of passes over the training data")
     batch_size: int | str = opt(128, "images per step, or auto: the largest power of two that fits in memory",
                                 parse=int_or_auto)
-    patience: int | None = opt(None, "stop early after this many epochs without a better validation accuracy")
+    patience: int | None = opt(None, "stop early after this many epochs without a better monitored validation metric")
+    monitor: str | None = opt(None, "validation metric that picks the best checkpoint: val_acc (classes, default), "
+                              "val_rmse (numbers, default), val_loss, val_mae, val_r2, val_rmsle")
     nan_policy: str = opt("stop", "on a NaN/inf loss: stop (keeping the last good checkpoint) or skip the batch",
                           choices=("stop", "skip-batch"))
     save_every_steps: int | None = opt(None, "also save checkpoints/last every N steps, for exact mid-epoch resume")
@@ -94,6 +115,10 @@ class TrainConfig:
         require(self.image_size is None or self.image_size >= 4, f"--image-size must be at least 4 (got {self.image_size})")
         require(self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0 (got {self.warmup_epochs})")
         require(self.patience is None or self.patience >= 1, f"--patience must be at least 1 (got {self.patience})")
+        require(self.folds is None or self.folds >= 2, f"--folds must be at least 2 (got {self.folds})")
+        require(self.folds is None or 0 <= self.fold < self.folds, f"--fold must be in 0..{(self.folds or 1) - 1} (got {self.fold})")
+        require(self.monitor is None or self.monitor.startswith(("val_", "train_")),
+                f"--monitor names a metric such as val_acc, val_loss or val_rmse (got {self.monitor!r})")
         require(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive (got {self.clip_grad})")
         for f in fields(self):
             choices = f.metadata.get("choices")
@@ -116,7 +141,10 @@ def make_config(overrides: dict[str, Any] | None = None, config_file: str | Path
     unknown = sorted(set(values) - known)
     require(not unknown, f"unknown config key(s) {', '.join(unknown)}; see `dlkit train --help` for the valid ones")
     values = {k: absolute_path(v) if k in PATH_FIELDS else v for k, v in values.items()}
-    return TrainConfig(**values).validated()
+    from .data.modality import modality_for
+
+    recipe = modality_for(values.get("data", TrainConfig.data)).recipe  # a table's defaults differ from images'
+    return TrainConfig(**{**recipe, **values}).validated()
 
 
 # Fields naming files or folders. They are saved absolute, so a run can be evaluated or resumed from any folder.
@@ -126,8 +154,9 @@ PATH_FIELDS = ("data", "data_dir", "weights", "init_from")
 def absolute_path(value: Any) -> Any:
     """An existing path made absolute; a built-in dataset name, a missing path or a non-string stays as it is."""
     from .data.builtin import BUILTINS
+    from .data.tables import TABLE_BUILTINS
 
-    if not isinstance(value, str) or not value or value in BUILTINS:
+    if not isinstance(value, str) or not value or value in BUILTINS or value in TABLE_BUILTINS:
         return value
     path = Path(value).expanduser()
     return str(path.resolve()) if path.exists() else value

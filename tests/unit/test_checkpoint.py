@@ -7,7 +7,7 @@ import torch
 
 import dlkit
 from dlkit.errors import UserError
-from dlkit.training.checkpoint import (flatten_state, load_tensors, read_foreign_weights, save_tensors,
+from dlkit.storage import (flatten_state, load_tensors, read_foreign_weights, save_tensors,
                                     unflatten_state)
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import dlkit
 from dlkit.errors import UserError
 from dlkit.training import batchsize
-from dlkit.training.checkpoint import load_tensors, save_tensors
+from dlkit.storage import load_tensors, save_tensors
 from fakedata import make_class_folders
 
 RESUMABLE = ["--data", "digits", "--model", "mlp", "--model-arg", "dropout=0.3", "--augment", "light",

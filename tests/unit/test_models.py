@@ -4,7 +4,7 @@ import torch
 
 from dlkit.errors import UserError
 from dlkit.models import MODELS, create_model, list_models
-from dlkit.training.checkpoint import load_tensors, save_tensors
+from dlkit.storage import load_tensors, save_tensors
 
 # Small but legal inputs per model, to keep the suite fast (big stems are tested at 64 px).
 SIZES = {"alexnet": 16, "vgg11": 16, "nin": 16, "googlenet": 16, "resnet18": 16, "quick": 16, "lenet": 28}

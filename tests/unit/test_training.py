@@ -8,7 +8,7 @@ import torch
 import dlkit
 from dlkit.config import make_config
 from dlkit.errors import UserError
-from dlkit.training.device import native_bf16_cpu
+from dlkit.device import native_bf16_cpu
 from dlkit.training.optim import LOSSES, OPTIMIZERS, SCHEDULES, lr_multiplier
 
 from fakedata import make_class_folders
@@ -139,7 +139,7 @@ def test_decoded_folders_are_cached_on_disk_and_reused(folder, tmp_path, monkeyp
 
 
 def test_channels_last_probe_leaves_the_model_unchanged():
-    from dlkit.training.device import prefers_channels_last
+    from dlkit.device import prefers_channels_last
 
     model = dlkit.create_model("quick", in_channels=1, num_classes=3, image_size=16)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -152,7 +152,7 @@ def test_channels_last_probe_leaves_the_model_unchanged():
 @pytest.mark.skipif(not native_bf16_cpu(),
                     reason="this CPU has no native bf16 (AMX or AVX512-BF16), so --amp stays fp32 here")
 def test_amp_trains_in_bf16_on_a_cpu_with_native_bf16(folder, tmp_path):
-    from dlkit.training.device import autocast_for
+    from dlkit.device import autocast_for
 
     conv = torch.nn.Conv2d(3, 4, 3)
     with autocast_for(torch.device("cpu"), True)():
@@ -164,7 +164,7 @@ def test_amp_trains_in_bf16_on_a_cpu_with_native_bf16(folder, tmp_path):
 
 
 def test_amp_stays_fp32_and_says_so_where_bf16_would_be_emulated(folder, tmp_path, monkeypatch, capsys):
-    from dlkit.training import device
+    from dlkit import device
 
     monkeypatch.setattr(device, "native_bf16_cpu", lambda: False)
     conv = torch.nn.Conv2d(3, 4, 3)
@@ -200,7 +200,7 @@ def test_fast_path_and_dataloader_augmentation_have_the_same_distribution():
 
 
 def test_cpu_threads_are_capped_at_the_cpus_the_process_may_use(monkeypatch, two_threads):
-    from dlkit.training.device import configure_backends
+    from dlkit.device import configure_backends
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
     configure_backends(torch.device("cpu"), deterministic=False)
@@ -219,7 +219,7 @@ def test_default_loader_workers_follow_the_cpus_the_process_may_use(folder, monk
 
 FAULTS_PER_STEP = """
 import resource, torch, dlkit
-from dlkit.training.device import configure_backends
+from dlkit.device import configure_backends
 configure_backends(torch.device("cpu"), deterministic=False)
 model = dlkit.create_model("lenet", in_channels=1, num_classes=10, image_size=28)
 opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -48,11 +48,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _closing(s: dict) -> str:
-    return (f"done: best val acc {s['best_val_acc']:.4f} at epoch {s['best_epoch']}, {s['wall_s']:.1f}s, "
-            f"{s['images_per_s']:,.0f} img/s on {s['device']}\n"
+    best = ", ".join(f"{k} {v:.4g}" for k, v in s.get("best_metrics", {}).items() if k != "val_loss")
+    return (f"done: best {best} at epoch {s['best_epoch']}, {s['wall_s']:.1f}s, "
+            f"{s['images_per_s']:,.0f} {'rows' if s.get('modality') == 'table' else 'img'}/s on {s['device']}\n"
             f"  run:         {s['run_dir']}\n  checkpoint:  {s['checkpoint']}\n"
             + (f"  tensorboard: tensorboard --logdir {s['tensorboard']}\n" if s.get("tensorboard") else "")
-            + f"  predict:     dlkit predict {s['run_dir']} IMAGE...")
+            + f"  predict:     dlkit predict {s['run_dir']} "
+            + ("TABLE.csv --out predictions.csv" if s.get("modality") == "table" else "IMAGE..."))
 
 
 # ---- eval and predict ----------------------------------------------------------------------------------------------
@@ -218,8 +220,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif base is dict:
             parser.add_argument(flag, action=KeyValue, metavar="KEY=VALUE", **common)
+        elif base is list:
+            parser.add_argument(flag, action="extend", metavar="COLUMN", type=_comma_list, **common)
         else:
             parser.add_argument(flag, type=f.metadata.get("parse") or base, choices=f.metadata.get("choices"), **common)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _default(f):

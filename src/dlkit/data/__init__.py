@@ -19,15 +19,16 @@ __all__ = ["BUILTINS", "LAYOUTS", "DataSource", "PreparedData", "PreprocessSpec"
 
 @dataclass
 class PreparedData:
-    source: DataSource
-    spec: PreprocessSpec
+    source: DataSource                 # or a TableSource
+    spec: PreprocessSpec               # or a TableSpec
     train: Samples
     val: Samples
     notes: list[str] = field(default_factory=list)
+    headline: str = ""                 # the one line printed about the data: counts, layout, input
 
     @property
     def in_memory(self) -> bool:
-        return self.train.images is not None
+        return self.train.inputs is not None
 
 
 def prepare_data(source: DataSource, image_size: int | None, channels: int | None, default_size: int,
@@ -64,7 +65,7 @@ def make_batches(samples: Samples, spec: PreprocessSpec, batch_size: int, shuffl
                  seed: int = 0, workers: int | None = None, augment: str = "none", cache: str = "auto",
                  timeout: float = 120):
     """Batches of (uint8 images, labels) on `device`. In-memory data is augmented later, on the device."""
-    if samples.images is not None:
+    if samples.inputs is not None:
         return TensorBatches(samples, batch_size, shuffle, device, seed, storage=_storage(samples, device, cache))
     transform = file_augment(augment, spec.image_size) if shuffle else None
     return FileBatches(samples, spec.channels, spec.image_size, batch_size, shuffle, device, seed, workers, transform,
@@ -78,4 +79,4 @@ def _storage(samples: Samples, device: torch.device, cache: str) -> torch.device
     if cache == "device":
         return device
     free, _ = torch.cuda.mem_get_info(device)
-    return device if samples.images.numel() <= free // 4 else torch.device("cpu")
+    return device if samples.inputs.numel() * samples.inputs.element_size() <= free // 4 else torch.device("cpu")

@@ -28,7 +28,7 @@ def cache_key(samples: Samples, channels: int, size: int) -> str:
 def load_cached(key: str) -> tuple[Samples, list[str], torch.Tensor] | None:
     """(decoded samples, notes, indices kept) or None when absent or unreadable (then we simply decode again)."""
     from ..errors import UserError
-    from ..training.checkpoint import load_tensors
+    from ..storage import load_tensors
 
     path = cache_dir() / f"{key}.safetensors"
     if not path.is_file():
@@ -42,7 +42,7 @@ def load_cached(key: str) -> tuple[Samples, list[str], torch.Tensor] | None:
 
 
 def store(key: str, decoded: Samples, notes: list[str], kept: torch.Tensor) -> None:
-    from ..training.checkpoint import save_tensors
+    from ..storage import save_tensors
 
     try:
         save_tensors(cache_dir() / f"{key}.safetensors",

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..training.device import usable_cpus
+from ..device import usable_cpus
 from .images import ImageError, guess_channels, load_image, open_image
 from .source import Samples
 
@@ -81,7 +81,7 @@ class TensorBatches:
     def __init__(self, samples: Samples, batch_size: int, shuffle: bool, device: torch.device, seed: int = 0,
                  storage: torch.device | None = None):
         storage = storage or device
-        self.images = samples.images.to(storage)
+        self.images = samples.inputs.to(storage)  # uint8 images, or float table rows
         self.labels = samples.labels.to(storage)
         if storage.type == "cpu" and device.type == "cuda":
             self.images, self.labels = self.images.pin_memory(), self.labels.pin_memory()

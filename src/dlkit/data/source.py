@@ -20,10 +20,32 @@ class Samples:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def inputs(self) -> torch.Tensor | None:
+        """The in-memory tensor batches are cut from (None for files)."""
+        return self.images
+
     def subset(self, index: torch.Tensor) -> "Samples":
         images = self.images[index] if self.images is not None else None
         paths = [self.paths[i] for i in index.tolist()] if self.paths is not None else None
         return Samples(self.labels[index], images, paths)
+
+
+@dataclass
+class Rows:
+    """One split of a table: preprocessed rows (float NxF) and targets, plus their row numbers in the source."""
+
+    labels: torch.Tensor
+    inputs: torch.Tensor
+    index: torch.Tensor            # positions in the source table, for naming rows in reports
+    images = None                  # a table has no images or files: image-only views skip it
+    paths = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "Rows":
+        return Rows(self.labels[index], self.inputs[index], self.index[index])
 
 
 @dataclass
@@ -65,6 +87,33 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
     return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+
+
+def holdout_indices(n: int, labels: torch.Tensor | None, val_fraction: float, seed: int, folds: int | None = None,
+                    fold: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) positions: fold `fold` of a seeded K-fold when folds are given, else a seeded val_fraction.
+
+    Stratified by class when labels are given (classification), so every fold keeps the class balance.
+    """
+    if folds:
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        require(folds >= 2, f"--folds must be at least 2 (got {folds})")
+        require(n >= folds, f"{folds} folds need at least {folds} rows/images (got {n})")
+        if labels is not None:
+            smallest = int(torch.bincount(labels).min()) if len(labels) else 0
+            require(smallest >= folds, f"a class has only {smallest} sample(s), fewer than --folds {folds}; "
+                                       "use fewer folds")
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed).split(torch.zeros(n), labels.numpy())
+        else:
+            splitter = KFold(folds, shuffle=True, random_state=seed).split(torch.zeros(n))
+        train, val = list(splitter)[fold or 0]
+        return torch.from_numpy(train).long(), torch.from_numpy(val).long()
+    if labels is not None:
+        return stratified_split(labels, val_fraction, seed)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = min(max(1, int(round(n * val_fraction))), n - 1)
+    return order[n_val:].sort().values, order[:n_val].sort().values
 
 
 def check_classes(classes: list[str], labels: torch.Tensor, where: str) -> None:

@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from ..training.checkpoint import atomic_write_text
+from ..storage import atomic_write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}

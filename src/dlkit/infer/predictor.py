@@ -11,8 +11,8 @@ from ..data.spec import PreprocessSpec
 from ..data.transforms import fit_to_spec, normalize
 from ..errors import UserError
 from ..models import create_model
-from ..training.checkpoint import load_tensors
-from ..training.device import resolve_device
+from ..storage import load_tensors
+from ..device import resolve_device
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

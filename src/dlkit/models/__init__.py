@@ -7,21 +7,33 @@ from ..errors import UserError
 from . import curriculum  # noqa: F401  (registers the curriculum's networks)
 from .base import Classifier
 from .registry import MODELS
+from .tabular import TABLE_MODELS
 from .zoo import TV_PREFIX, create_torchvision, load_backbone_weights
 
-__all__ = ["Classifier", "MODELS", "create_model", "default_size", "list_models", "load_backbone_weights"]
+__all__ = ["Classifier", "MODELS", "TABLE_MODELS", "create_model", "default_size", "list_models",
+           "load_backbone_weights"]
+
+TABLE_ARGS = ("in_features", "continuous", "cardinalities", "num_outputs")
 
 
-def list_models() -> list[str]:
-    return MODELS.names()
+def list_models(modality: str = "image") -> list[str]:
+    """Registered model names for `image` or `table` input."""
+    return (TABLE_MODELS if modality == "table" else MODELS).names()
 
 
 def default_size(name: str) -> int:
+    if name in TABLE_MODELS and name not in MODELS:
+        return 0
     return 224 if name.startswith(TV_PREFIX) else MODELS.entry(name).info.get("default_size", 32)
 
 
 def create_model(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **options) -> Classifier:
-    """Build a registered model (or tv:<name>) for the given input and class count, checked with a trial forward."""
+    """Build a registered model (or tv:<name>) for the given input and class count, checked with a trial forward.
+
+    Table models take in_features, continuous, cardinalities and num_outputs instead (see models/tabular.py).
+    """
+    if "in_features" in options:
+        return _create_table_model(name, **options)
     try:
         if name.startswith(TV_PREFIX):
             model = create_torchvision(name[len(TV_PREFIX):], in_channels, num_classes, image_size, **options)
@@ -54,3 +66,22 @@ def _size_error(name: str, channels: int, size: int, error: Exception) -> UserEr
     min_size = 32 if name.startswith(TV_PREFIX) else MODELS.entry(name).info.get("min_size", 32)
     hint = f"pass --image-size {max(min_size, default_size(name))}" if size < max(min_size, 32) else "try another --image-size"
     return UserError(f"model {name} cannot take {channels}x{size}x{size} images ({str(error).splitlines()[0][:80]}); {hint}")
+
+
+def _create_table_model(name: str, in_features: int, continuous: int = 0, cardinalities: list | None = None,
+                        num_outputs: int = 1, **options) -> Classifier:
+    if name not in TABLE_MODELS:
+        hint = "; it takes images" if name in MODELS or name.startswith(TV_PREFIX) else ""
+        raise UserError(f"{TABLE_MODELS.unknown_message(name)}{hint}; table models: {', '.join(TABLE_MODELS.names())}")
+    cardinalities = list(cardinalities or [])
+    try:
+        model = TABLE_MODELS.get(name)(in_features, continuous, cardinalities, num_outputs, **options)
+    except TypeError as e:
+        raise UserError(f"bad option for model {name}: {e}; see `dlkit models`") from None
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, in_features + len(cardinalities)))
+    model.train()
+    if tuple(out.shape) != (2, num_outputs):
+        raise UserError(f"model {name} gives output {tuple(out.shape[1:])} per row for {num_outputs} output(s)")
+    return model

@@ -43,7 +43,7 @@ def load_backbone_weights(model: Classifier, path: str | Path) -> list[str]:
 
     Returns the names of tensors that were not loaded.
     """
-    from ..training.checkpoint import read_foreign_weights
+    from ..storage import read_foreign_weights
 
     state = read_foreign_weights(Path(path))
     state = {k.removeprefix("net."): v for k, v in state.items()}

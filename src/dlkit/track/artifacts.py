@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..training.checkpoint import atomic_write_text, load_tensors
+from ..storage import atomic_write_text, load_tensors
 from . import figures
 
 MISTAKES = 12

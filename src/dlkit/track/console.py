@@ -57,16 +57,17 @@ class ConsoleProgress:
             done, total = trainer.step_in_epoch, trainer.steps_per_epoch
             eta = (total - done) * (now - self.started) / max(1, done)
             self.console.print(f"  epoch {trainer.epoch}/{trainer.cfg.epochs} step {done}/{total} ({done / total:.0%}) "
-                               f"loss {float(loss):.4f}  {rate:,.0f} img/s  eta {eta:.0f}s")
+                               f"loss {float(loss):.4f}  {rate:,.0f} {trainer.modality.unit}/s  eta {eta:.0f}s")
 
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
-        line = format_epoch(record, trainer.cfg.epochs, trainer.device_label)
+        line = format_epoch(record, trainer.cfg.epochs, trainer.device_label, trainer.task.headline(record),
+                            trainer.modality.unit)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
         if self.epochs_bar is not None:
             self.epochs_bar.update(1)
-            self.epochs_bar.set_postfix(best_val_acc=f"{trainer.best_acc:.4f}")
+            self.epochs_bar.set_postfix({f"best_{trainer.monitor}": f"{trainer.best_value:.4g}"})
             self.epochs_bar.write(line, file=self.console.stream)
         else:
             self.console.print(line)
@@ -84,9 +85,10 @@ class ConsoleProgress:
         self.bar = self.epochs_bar = None
 
 
-def format_epoch(r: dict[str, Any], epochs: int, device: str) -> str:
+def format_epoch(r: dict[str, Any], epochs: int, device: str, metrics: str, unit: str = "img") -> str:
+    """One line per epoch; `metrics` is the task's own account of the losses and metrics."""
     width = len(str(epochs))
     mark = " *" if r.get("best") else ""
-    return (f"epoch {r['epoch']:>{width}}/{epochs}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
-            f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}  lr {r['lr']:.2e}  "
-            f"{r['images_per_s']:,.0f} img/s  {r['epoch_s']:.1f}s  {device}{mark}")
+    seconds = f"{r['epoch_s']:.1f}s" if r["epoch_s"] >= 0.05 else f"{r['epoch_s'] * 1000:.0f}ms"
+    return (f"epoch {r['epoch']:>{width}}/{epochs}  {metrics}  lr {r['lr']:.2e}  "
+            f"{r['images_per_s']:,.0f} {unit}/s  {seconds}  {device}{mark}")

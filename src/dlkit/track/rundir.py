@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..training.checkpoint import atomic_write_text
+from ..storage import atomic_write_text
 
 
 def new_run_dir(out: str | None, runs_dir: str, data: str, model: str) -> Path:

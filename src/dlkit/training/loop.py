@@ -38,10 +38,11 @@ class StepParts:
     autocast: Callable[[], contextlib.AbstractContextManager]
     clip_grad: float | None = None
     skip_nonfinite: bool = False  # --nan-policy skip-batch: drop a batch whose loss is NaN/inf (one sync per step)
+    score: Callable | None = None  # (outputs, targets) -> summed per-sample score on the device (the task's)
 
 
 def new_totals(device) -> torch.Tensor:
-    """[loss sum, correct, seen, skipped] of an epoch, kept on the device."""
+    """[loss sum, score sum (correct for classes), seen, skipped] of an epoch, kept on the device."""
     return torch.zeros(4, device=device)
 
 
@@ -67,22 +68,22 @@ def train_one_epoch(parts: StepParts, batches, totals: torch.Tensor,
         parts.scheduler.step()
         n = len(labels)
         totals[0] += loss.detach().float() * n  # in-place on the device: no host sync per step
-        totals[1] += (logits.argmax(1) == labels).sum()
+        totals[1] += parts.score(logits.detach(), labels) if parts.score else (logits.argmax(1) == labels).sum()
         totals[2] += n
         on_step(n, loss.detach())
     return epoch_metrics(totals)
 
 
 def epoch_metrics(totals: torch.Tensor) -> dict[str, float]:
-    loss_sum, correct, count, skipped = totals.tolist()
+    loss_sum, score, count, skipped = totals.tolist()
     count = max(count, 1.0)
-    return {"loss": loss_sum / count, "acc": correct / count, "skipped": int(skipped)}
+    return {"loss": loss_sum / count, "acc": score / count, "score": score, "count": count, "skipped": int(skipped)}
 
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, batches, inputs: Inputs,
                    autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) for every batch, on the CPU, in order."""
+    """(outputs, targets) for every batch, on the CPU, in order: logits for classes, scaled values for numbers."""
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in batches:
@@ -93,6 +94,4 @@ def predict_logits(model: torch.nn.Module, batches, inputs: Inputs,
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
-def evaluate(model: torch.nn.Module, batches, inputs: Inputs, loss_fn: Callable, autocast) -> dict[str, float]:
-    logits, labels = predict_logits(model, batches, inputs, autocast)
-    return {"loss": float(loss_fn(logits, labels)), "acc": float((logits.argmax(1) == labels).float().mean())}
+

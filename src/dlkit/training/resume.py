@@ -35,7 +35,7 @@ def capture(trainer) -> dict[str, Any]:
         "epoch_order": trainer.epoch_order_state if trainer.step_in_epoch else trainer.train_batches.generator.get_state(),
         "augment": trainer.aug_generator.get_state() if trainer.aug_generator is not None else None,
         "totals": trainer.totals.cpu() if trainer.totals is not None else None,
-        "history": trainer.history, "best_acc": trainer.best_acc, "best_epoch": trainer.best_epoch,
+        "history": trainer.history, "best_value": trainer.best_value, "best_epoch": trainer.best_epoch,
     }
 
 
@@ -46,7 +46,8 @@ def restore(trainer, state: dict[str, Any], step_in_epoch: int) -> None:
     restore_rng(state["rng"])
     if state["augment"] is not None and trainer.aug_generator is not None:
         trainer.aug_generator.set_state(state["augment"])
-    trainer.history, trainer.best_acc, trainer.best_epoch = state["history"], state["best_acc"], state["best_epoch"]
+    trainer.history, trainer.best_epoch = state["history"], state["best_epoch"]
+    trainer.best_value = state["best_value"] if "best_value" in state else state.get("best_acc")  # older runs: accuracy
     trainer.train_batches.generator.set_state(state["epoch_order"])
     if step_in_epoch:  # mid-epoch: draw the same order again, skip what was done, keep the running totals
         trainer.train_batches.skip_batches = step_in_epoch

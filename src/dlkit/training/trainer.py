@@ -18,19 +18,21 @@ import torch
 
 from .. import __version__
 from ..config import TrainConfig, absolute_path
-from ..data import PreparedData, make_batches, open_source, prepare_data
+from ..data import PreparedData, make_batches
 from ..data.augment import BatchAugment
+from ..data.modality import inputs_for, modality_for
 from ..errors import UserError
 from ..models import create_model, default_size, load_backbone_weights
 from ..track.console import Console, ConsoleProgress
 from ..track.rundir import MetricsFile, new_run_dir, write_config
-from . import checkpoint as ckpt
+from .. import storage as ckpt
 from . import resume
 from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
-from .device import amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, resolve_device
-from .loop import Inputs, StepParts, epoch_metrics, new_totals, predict_logits, train_one_epoch
-from .optim import LOSSES, OPTIMIZERS, lr_multiplier
+from ..device import amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, resolve_device
+from ..tasks import task_meta
+from .loop import StepParts, epoch_metrics, new_totals, predict_logits, train_one_epoch
+from .optim import OPTIMIZERS, lr_multiplier
 
 
 class TrainingInterrupted(Exception):
@@ -47,7 +49,7 @@ class Trainer:
         self.cfg, self.console = cfg, console or Console()
         self.resume_dir = Path(resume) if resume else None
         self.epoch = self.step = self.best_epoch = self.step_in_epoch = 0
-        self.best_acc = -1.0
+        self.best_value: float | None = None   # of the monitored validation metric
         self.history: list[dict[str, Any]] = []
         self.should_stop = False
         self.totals = self.resume_totals = self.epoch_order_state = None
@@ -57,6 +59,7 @@ class Trainer:
 
     def setup(self) -> "Trainer":
         cfg = self.cfg
+        self.modality = modality_for(cfg.data)
         self.device = resolve_device(cfg.device)
         self.device_label = device_label(self.device, cfg.amp)
         if cfg.amp and amp_dtype(self.device, cfg.amp) is None:
@@ -68,6 +71,11 @@ class Trainer:
 
             Image.MAX_IMAGE_PIXELS = cfg.max_image_pixels
         self.data = self._prepare_data()
+        self.task = self.modality.task(self.data.spec)
+        if cfg.loss == "auto":
+            self.cfg = cfg = replace(cfg, loss=self.task.default_loss)
+        self.monitor = cfg.monitor or self.task.monitor
+        self.maximize = any(word in self.monitor for word in ("acc", "r2", "f1"))
         self.model = self._build_model()
         if cfg.batch_size == "auto":
             found = find_batch_size(self.model, self._probe_shape(), self.device, len(self.data.train))
@@ -84,9 +92,9 @@ class Trainer:
                                         cfg.workers, cache=cfg.cache, timeout=cfg.worker_timeout)
         self.steps_per_epoch = len(self.train_batches)
         augment = BatchAugment(cfg.augment, spec.image_size, torch.Generator().manual_seed(cfg.seed + 1)) \
-            if self.data.in_memory and cfg.augment != "none" else None
+            if self.modality.has_images and self.data.in_memory and cfg.augment != "none" else None
         self.aug_generator = augment.gen if augment else None
-        self.parts = self._step_parts(Inputs(spec, augment, channels_last))
+        self.parts = self._step_parts(inputs_for(self.modality, spec, augment, channels_last))
         self.run_dir = self.resume_dir or new_run_dir(cfg.out, cfg.runs_dir, cfg.data, cfg.model)
         if self.resume_dir:
             self._load_resume_state()
@@ -96,23 +104,15 @@ class Trainer:
         return self
 
     def _prepare_data(self) -> PreparedData:
-        cfg = self.cfg
-        source = open_source(cfg.data, cfg.data_dir, cfg.val_split, cfg.seed, cfg.allow_outside_root)
-        data = prepare_data(source, cfg.image_size, cfg.channels, default_size(cfg.model), cfg.cache, cfg.strict,
-                            cfg.disk_cache)
-        if len(data.train) == 0 or len(data.val) == 0:
-            raise UserError(f"{cfg.data}: no readable images left in the {'training' if not len(data.train) else 'validation'} split")
-        s = data.spec
-        self.console.print(f"{source.summary()}; layout: {source.layout}; input {s.channels}x{s.image_size}x{s.image_size}"
-                           f"{' (in memory)' if data.in_memory else ' (streamed from files)'}")
+        data = self.modality.prepare(self.cfg, default_size(self.cfg.model))
+        self.console.print(data.headline)
         for note in data.notes:
             self.console.print(f"note: {note}")
         return data
 
     def _build_model(self) -> torch.nn.Module:
         cfg, spec = self.cfg, self.data.spec
-        self.model_args = {"in_channels": spec.channels, "num_classes": spec.num_classes,
-                           "image_size": spec.image_size, **cfg.model_args}
+        self.model_args = {**self.modality.model_args(spec), **cfg.model_args}
         model = create_model(cfg.model, **self.model_args)
         for source, label in ((cfg.init_from, "--resume-weights-only"), (cfg.weights, "--weights")):
             if source:
@@ -122,24 +122,23 @@ class Trainer:
             model.freeze_backbone()
         return model.to(self.device)
 
-    def _probe_shape(self) -> tuple[int, int, int]:
-        s = self.data.spec
-        return (s.channels, s.image_size, s.image_size)
+    def _probe_shape(self) -> tuple[int, ...]:
+        return self.modality.input_shape(self.data.spec)
 
     def _probe_batch(self) -> torch.Tensor:
         return torch.randn(min(self.cfg.batch_size, 256), *self._probe_shape(), device=self.device)
 
-    def _step_parts(self, inputs: Inputs) -> StepParts:
+    def _step_parts(self, inputs) -> StepParts:
         cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = OPTIMIZERS.get(cfg.optimizer)(params, cfg)
         total = cfg.epochs * self.steps_per_epoch
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.schedule, total, warmup))
-        loss_fn = LOSSES.get(cfg.loss)(label_smoothing=cfg.label_smoothing)
+        loss_fn = self.task.loss(cfg.loss, cfg.label_smoothing)
         forward = torch.compile(self.model) if cfg.compile else self.model  # same parameters, compiled graph
         return StepParts(forward, optimizer, scheduler, loss_fn, inputs, autocast_for(self.device, cfg.amp),
-                         cfg.clip_grad, skip_nonfinite=cfg.nan_policy == "skip-batch")
+                         cfg.clip_grad, skip_nonfinite=cfg.nan_policy == "skip-batch", score=self.task.batch_score)
 
     # ---- the run -----------------------------------------------------------------------------------------------
 
@@ -157,6 +156,7 @@ class Trainer:
 
             callbacks.append(RunArtifacts())
         self.callbacks = callbacks + list(extra_callbacks or [])
+        self.console.print(f"task: {self.task.name}, loss {cfg.loss}, best checkpoint by {self.monitor}")
         self.console.print(f"model: {cfg.model} ({_count(self.model):,} parameters) | {cfg.optimizer} lr {cfg.lr:g} "
                            f"| {cfg.epochs} epochs x {self.steps_per_epoch} steps of {cfg.batch_size} "
                            f"| {self.device_label} | run: {self.run_dir}")
@@ -216,14 +216,19 @@ class Trainer:
         self.step_in_epoch = 0
         logits, labels = predict_logits(self.parts.model, self.val_batches, self.parts.inputs, self.parts.autocast)
         self.val_logits, self.val_labels = logits, labels  # callbacks draw mistakes, PR curves, confusion from these
-        val = {"loss": float(self.parts.loss_fn(logits, labels)), "acc": float((logits.argmax(1) == labels).float().mean())}
-        best = val["acc"] > self.best_acc
+        record = {"epoch": self.epoch, "step": self.step,
+                  **self.task.train_record(train["loss"], train["score"], train["count"]),
+                  **self.task.val_metrics(logits, labels, self.parts.loss_fn)}
+        if self.monitor not in record:
+            raise UserError(f"--monitor {self.monitor} is not a metric of this run; it has "
+                            f"{', '.join(k for k in record if k.startswith(('val_', 'train_')))}")
+        value = record[self.monitor]
+        best = self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value)
         if best:
-            self.best_acc, self.best_epoch = val["acc"], self.epoch
-        record = {"epoch": self.epoch, "step": self.step, "train_loss": train["loss"], "train_acc": train["acc"],
-                  "val_loss": val["loss"], "val_acc": val["acc"], "lr": self.parts.optimizer.param_groups[0]["lr"],
-                  "images_per_s": self.images_this_epoch / max(train_s, 1e-9), "epoch_s": time.perf_counter() - started,
-                  "best": best}
+            self.best_value, self.best_epoch = value, self.epoch
+        record.update({"lr": self.parts.optimizer.param_groups[0]["lr"],
+                       "images_per_s": self.images_this_epoch / max(train_s, 1e-9),
+                       "epoch_s": time.perf_counter() - started, "best": best})
         if train["skipped"]:
             record["skipped_batches"] = train["skipped"]
             self.console.print(f"note: skipped {train['skipped']} batch(es) with a non-finite loss (--nan-policy skip-batch)")
@@ -278,12 +283,15 @@ class Trainer:
     def summary(self, wall_s: float) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
         rates = [r["images_per_s"] for r in self.history]
+        metrics = {k: last.get(k) for k in last if k.startswith(("train_", "val_"))}
+        best_record = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
         return {
             "run_dir": str(self.run_dir), "checkpoint": str(self.run_dir / "checkpoints" / "best.safetensors"),
             "tensorboard": str(self.run_dir / "tb") if self.cfg.tensorboard else None,
             "data": self.cfg.data, "model": self.cfg.model, "epochs": self.epoch,
-            "best_val_acc": self.best_acc, "best_epoch": self.best_epoch,
-            **{k: last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+            "task": self.task.name, "modality": self.modality.name, "monitor": self.monitor, "best_value": self.best_value,
+            "best_val_acc": best_record.get("val_acc"), "best_epoch": self.best_epoch,
+            "best_metrics": {k: v for k, v in best_record.items() if k.startswith("val_")}, **metrics,
             "images_per_s": float(np.median(rates)) if rates else None, "device": self.device_label,
             "memory_format": "channels_last" if self.parts.inputs.channels_last else "contiguous",
             "wall_s": round(wall_s, 2), "train_samples": len(self.data.train), "val_samples": len(self.data.val),
@@ -296,10 +304,11 @@ class Trainer:
         completed = self.epoch - 1 if self.step_in_epoch else self.epoch
         return {
             "model": self.cfg.model, "model_args": self.model_args, "spec": self.data.spec.to_dict(),
+            "modality": self.modality.name, "task": task_meta(self.task), "monitor": self.monitor,
             "config": self.cfg.to_dict(), "data": self.cfg.data, "epoch": completed, "step": self.step,
             "step_in_epoch": self.step_in_epoch,
             "metrics": {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "best"},
-            "best_val_acc": self.best_acc, "best_epoch": self.best_epoch,
+            "best_value": self.best_value, "best_epoch": self.best_epoch,
             "versions": {"dlkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
         }
 
@@ -323,7 +332,7 @@ class Trainer:
         differs = [what for what, ok in (("model", meta.get("model") == self.cfg.model),
                                          ("data", absolute_path(meta.get("data", self.cfg.data)) == self.cfg.data),
                                          ("optimizer", meta["config"]["optimizer"] == self.cfg.optimizer),
-                                         ("classes", meta["spec"]["class_names"] == list(self.data.spec.class_names)))
+                                         ("classes", list(meta["spec"].get("class_names", [])) == list(self.data.spec.class_names)))
                    if not ok]
         if differs:
             raise UserError(f"cannot resume {self.run_dir}: its {' and '.join(differs)} differ from this run's; "

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from .errors import UserError
 
 FORMAT = "dlkit-checkpoint"
 FORMAT_VERSION = 1

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from ..errors import UserError
+from .errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,236 @@
+"""The modality seam: images or a table. A modality owns reading, the preprocessing spec saved in checkpoints,
+batching, the model's input shape and its default recipe. Everything else (the loop, checkpoints, evaluate,
+predict, TensorBoard, the report) is shared and asks the modality where they differ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import UserError, require
+from ..registry import Registry
+from ..tasks import Classification
+from .source import DataSource, Rows, Samples, holdout_indices
+
+MODALITIES: Registry = Registry("modality")
+
+
+def modality_for(data: str) -> "Images | Tables":
+    from .tables import is_table
+
+    return MODALITIES.get("table" if is_table(str(data)) else "image")
+
+
+# ---- images --------------------------------------------------------------------------------------------------------
+
+@MODALITIES.register("image", help="image files, folders, IDX/CIFAR batches, CSV manifests of path,label")
+class Images:
+    name = "image"
+    unit = "img"                 # what a sample is called in speeds
+    has_images = True
+    recipe: dict[str, Any] = {}  # TrainConfig's defaults are the image recipe
+
+    @staticmethod
+    def prepare(cfg, default_size: int):
+        from . import open_source, prepare_data
+
+        source = open_source(cfg.data, cfg.data_dir, cfg.val_split, cfg.seed, cfg.allow_outside_root)
+        if cfg.folds or cfg.refit:
+            source = _image_folds(source, cfg)
+        data = prepare_data(source, cfg.image_size, cfg.channels, default_size, cfg.cache, cfg.strict, cfg.disk_cache)
+        if len(data.train) == 0 or len(data.val) == 0:
+            raise UserError(f"{cfg.data}: no readable images left in the "
+                            f"{'training' if not len(data.train) else 'validation'} split")
+        s = data.spec
+        data.headline = (f"{source.summary()}; layout: {source.layout}; input {s.channels}x{s.image_size}x{s.image_size}"
+                         f"{' (in memory)' if data.in_memory else ' (streamed from files)'}")
+        return data
+
+    @staticmethod
+    def task(spec):
+        return Classification(spec.class_names)
+
+    @staticmethod
+    def model_args(spec) -> dict[str, Any]:
+        return {"in_channels": spec.channels, "num_classes": spec.num_classes, "image_size": spec.image_size}
+
+    @staticmethod
+    def input_shape(spec) -> tuple[int, ...]:
+        return (spec.channels, spec.image_size, spec.image_size)
+
+    @staticmethod
+    def spec_from_dict(d: dict[str, Any]):
+        from .spec import PreprocessSpec
+
+        return PreprocessSpec.from_dict(d)
+
+
+def _image_folds(source: DataSource, cfg) -> DataSource:
+    """Fold `cfg.fold` of K over the training pool (train + val, unless val is an official test set)."""
+    pool = source.train if source.test is not None else _concat(source.train, source.val)
+    if cfg.refit:
+        return replace(source, train=pool, val=pool, notes=source.notes + ["refit: trained on all the data; "
+                                                                           "the validation figures are on training data"])
+    train, val = holdout_indices(len(pool), pool.labels, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
+    layout = f"{source.layout}, fold {cfg.fold + 1} of {cfg.folds}"
+    return replace(source, train=pool.subset(train), val=pool.subset(val), layout=layout)
+
+
+def _concat(a: Samples, b: Samples) -> Samples:
+    if a.images is not None and b.images is not None:
+        return Samples(torch.cat([a.labels, b.labels]), torch.cat([a.images, b.images]))
+    return Samples(torch.cat([a.labels, b.labels]), None, list(a.paths) + list(b.paths))
+
+
+# ---- tables --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TableSource:
+    """A table as read: the frame, its target column and task, and what reading noticed."""
+
+    name: str
+    layout: str
+    frame: Any                         # pandas DataFrame, rows with a missing target dropped
+    target: str
+    task: str
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.class_names
+
+    def labels(self) -> torch.Tensor | None:
+        """Class indices for stratified splits (None for regression)."""
+        if self.task != "classification":
+            return None
+        from .tables import _category
+
+        index = {c: i for i, c in enumerate(self.class_names)}
+        return torch.tensor([index[_category(v)] for v in self.frame[self.target]], dtype=torch.int64)
+
+    def summary(self) -> str:
+        rows, cols = self.frame.shape
+        kind = f"{len(self.class_names)} classes" if self.task == "classification" else "a number"
+        return f"data: {self.name}, {rows} rows x {cols} columns; target {self.target!r}: {self.task} ({kind})"
+
+
+def open_table(data: str, target: str | None, task: str = "auto", data_args: dict | None = None) -> TableSource:
+    """Read a table file or built-in, find its target, drop rows without one and settle the task."""
+    import pandas as pd
+
+    from .tables import TABLE_BUILTINS, _category, find_target, infer_task, read_table
+
+    data_args = dict(data_args or {})
+    if data in TABLE_BUILTINS:
+        frame, default_target = TABLE_BUILTINS.get(data)(data_args)
+        layout, notes, target = "built-in table", [], target or default_target
+    else:
+        path = Path(data).expanduser()
+        frame, notes = read_table(path)
+        layout = {".parquet": "table (Parquet)", ".pq": "table (Parquet)"}.get(path.suffix.lower(), "table (CSV)")
+    name = find_target(frame, target, str(data))
+    present = frame[name].notna()
+    require(bool(present.any()), f"target column {name!r} is empty on every row; choose another --target")
+    if not present.all():
+        notes.append(f"dropped {int((~present).sum())} row(s) with no value in the target {name!r}")
+        frame = frame[present].reset_index(drop=True)
+    task = infer_task(frame[name], task)
+    classes: list[str] = []
+    if task == "classification":
+        keys = sorted({_category(v) for v in frame[name]})
+        numeric = pd.to_numeric(pd.Series(keys), errors="coerce")
+        if numeric.notna().all():
+            keys = [k for _, k in sorted(zip(numeric, keys))]
+        require(len(keys) >= 2, f"target {name!r} has only one class ({keys[0][:30]}); a classifier needs at least "
+                                "two (or use --task regression for numbers)")
+        classes = keys
+    return TableSource(str(data), layout, frame, name, task, classes, notes, data_args)
+
+
+@MODALITIES.register("table", help="CSV, TSV or Parquet tables and scikit-learn's bundled ones, with --target")
+class Tables:
+    name = "table"
+    unit = "rows"
+    has_images = False
+    # the default recipe for tables (fields the user did not set): see models/tabular.py for the model's choices
+    recipe: dict[str, Any] = {"model": "tabular", "epochs": 40, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.02,
+                              "schedule": "cosine", "warmup_epochs": 1.0}
+
+    @staticmethod
+    def prepare(cfg, default_size: int = 0):
+        from . import PreparedData
+        from .tables import TableSpec, infer_columns
+
+        source = open_table(cfg.data, cfg.target, cfg.task, cfg.data_args)
+        frame, labels = source.frame, source.labels()
+        n = len(frame)
+        require(n >= 4, f"{cfg.data} has only {n} row(s) with a target; a model needs more rows to train and validate")
+        if cfg.refit:
+            train_idx = val_idx = torch.arange(n)
+            source.notes.append("refit: trained on all rows; the validation figures are on training rows")
+        else:
+            train_idx, val_idx = holdout_indices(n, labels, cfg.val_split, cfg.seed, cfg.folds, cfg.fold)
+            if cfg.folds:
+                source.layout += f", fold {cfg.fold + 1} of {cfg.folds}"
+        choices = infer_columns(frame, source.target, cfg.drop, cfg.categorical, cfg.numeric, cfg.id_column)
+        notes = list(source.notes)
+        train_frame = frame.iloc[train_idx.numpy()]
+        spec = TableSpec.fit(train_frame, source.target, source.task, choices, source.class_names,
+                             cfg.target_transform, cfg.numeric_scaling, cfg.categorical_encoding, notes)
+        notes += [f"left out column {s['name']!r}: {s['kind']}" + (f" ({s['why']})" if s["why"] else "")
+                  for s in spec.skipped]
+        notes += [f"column {c.name!r}: {c.why}" for c in choices if c.kind == "categorical" and c.why.startswith("mixed")]
+
+        def rows(index: torch.Tensor) -> Rows:
+            part = frame.iloc[index.numpy()]
+            return Rows(spec.encode_target(part[source.target]), spec.transform(part), index)
+
+        data = PreparedData(source, spec, rows(train_idx), rows(val_idx), notes)
+        kinds: dict[str, int] = {}
+        for c in spec.columns:
+            kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
+        used = ", ".join(f"{v} {k}" for k, v in kinds.items())
+        data.headline = (f"{source.summary()}; layout: {source.layout}; {len(data.train)} train / {len(data.val)} val "
+                         f"rows; inputs: {used} column(s) -> {spec.numeric_width + len(spec.cardinalities)} features")
+        return data
+
+    @staticmethod
+    def task(spec):
+        return spec.make_task()
+
+    @staticmethod
+    def model_args(spec) -> dict[str, Any]:
+        return spec.model_inputs()
+
+    @staticmethod
+    def input_shape(spec) -> tuple[int, ...]:
+        return (spec.numeric_width + len(spec.cardinalities),)
+
+    @staticmethod
+    def spec_from_dict(d: dict[str, Any]):
+        from .tables import TableSpec
+
+        return TableSpec.from_dict(d)
+
+
+class TableInputs:
+    """Table rows are model input as they are: scaled when the spec transformed them."""
+
+    channels_last = False
+    augment = None
+
+    def __call__(self, rows: torch.Tensor, train: bool) -> torch.Tensor:
+        return rows
+
+
+def inputs_for(modality, spec, augment=None, channels_last: bool = False) -> Callable:
+    if modality.name == "table":
+        return TableInputs()
+    from ..training.loop import Inputs
+
+    return Inputs(spec, augment, channels_last)
