@@ -70,6 +70,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{result['checkpoint']} on {result['data']} ({result['split']})")
     for note in result["notes"]:
         print(f"note: {note}")
+    if result["task"] == "regression":
+        print(f"rows {result['samples']}  " + "  ".join(f"{k} {result[k]:.5g}" for k in ("rmse", "mae", "r2", "rmsle")
+                                                        if k in result))
+        return 0
     names = [row["class"] for row in result["per_class"]]
     print(format_report(result, names))
     print(f"confusion matrix saved: {result['confusion_png']}")
@@ -84,6 +88,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1 (got {args.topk})")
     predictor = load(args.run, device=args.device)
+    if predictor.modality == "table":
+        return _predict_table(predictor, args)
     failed = 0
     for path in expand_inputs(args.inputs):
         try:
@@ -97,6 +103,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
     return 2 if failed else 0
+
+
+def _predict_table(predictor, args: argparse.Namespace) -> int:
+    from ..infer.tabular import write_predictions
+
+    if len(args.inputs) != 1:
+        raise UserError("a table model predicts one table at a time: dlkit predict RUN TABLE.csv --out predictions.csv")
+    frame, notes = predictor.predict_frame(args.inputs[0], args.id_column, where=args.inputs[0])
+    log = sys.stderr if args.json else sys.stdout
+    for note in notes:
+        print(f"note: {note}", file=log)
+    if args.json:
+        print(frame.to_json(orient="records"))
+    if args.out:
+        path = write_predictions(frame, Path(args.out), args.overwrite)
+        print(f"wrote {len(frame)} prediction(s) to {path}", file=log)
+    elif not args.json:
+        print(frame.head(20).to_string(index=False))
+        if len(frame) > 20:
+            print(f"... {len(frame) - 20} more rows; --out predictions.csv writes them all")
+    return 0
 
 
 # ---- listings ------------------------------------------------------------------------------------------------------
@@ -276,12 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="predict the class of image files")
+    p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images or folders of them; or one table file")
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--json", action="store_true", help="one JSON object per image (a JSON array of rows for a table)")
+    p.add_argument("--out", help="table models: write the predictions CSV here (id column + prediction)")
+    p.add_argument("--id-column", help="table models: the column written beside each prediction (default: the "
+                   "identifier column found in training)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the registered models")

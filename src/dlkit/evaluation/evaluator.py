@@ -23,6 +23,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test (got {split!r})")
     predictor = Predictor.from_checkpoint(path, device)
+    if predictor.modality == "table":
+        return evaluate_table(predictor, data, split)
     cfg = predictor.meta.get("config", {})
     spec = predictor.spec
     data = data or cfg.get("data")
@@ -33,7 +35,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     batches = make_batches(samples, spec, batch_size, False, predictor.device, workers=cfg.get("workers"))
     logits, labels = predict_logits(predictor.model, batches, Inputs(spec))
     result = classification_metrics(logits, labels, spec.class_names)
-    result.update({"checkpoint": str(predictor.path), "data": data, "split": split, "notes": notes})
+    result.update({"checkpoint": str(predictor.path), "data": data, "split": split, "notes": notes,
+                   "task": "classification"})
     folder = Path(out_dir) if out_dir else (run_dir_of(predictor.path) or predictor.path.parent) / "eval"
     png = folder / f"confusion_{Path(str(data)).name or 'data'}_{split}.png"
     save_confusion_png(result["confusion_matrix"], spec.class_names, png, f"{data} ({split}) accuracy {result['accuracy']:.4f}")
@@ -52,3 +55,34 @@ def _relabel(samples: Samples, source_classes: list[str], model_classes, data: s
                         f"it knows {', '.join(list(model_classes)[:10])}")
     mapping = torch.tensor([index[c] for c in source_classes])
     return Samples(mapping[samples.labels], samples.images, samples.paths)
+
+
+def evaluate_table(predictor, data: str | None, split: str) -> dict[str, Any]:
+    """Metrics of a table model on its own split (rebuilt from the saved config) or on every row of another table."""
+    from ..data.modality import open_table
+    from ..data.source import holdout_indices
+
+    cfg, spec = predictor.meta.get("config", {}), predictor.spec
+    own = data is None or data == cfg.get("data")
+    data = cfg.get("data") if own else data
+    source = open_table(data, spec.target, spec.task, cfg.get("data_args"))
+    frame, notes = source.frame, list(source.notes)
+    if own and not cfg.get("refit"):
+        train, val = holdout_indices(len(frame), source.labels(), cfg.get("val_split", 0.2), cfg.get("seed", 0),
+                                     cfg.get("folds"), cfg.get("fold", 0))
+        frame = frame.iloc[(train if split == "train" else val).numpy()]
+    else:
+        split = "all rows"
+    rows, targets = spec.transform(frame, str(data)), spec.encode_target(frame[spec.target], str(data))
+    outputs = predictor.outputs(rows)
+    result = predictor.task.report_metrics(outputs, targets)
+    result.pop("predicted", None), result.pop("actual", None)
+    result.update({"checkpoint": str(predictor.path), "data": data, "split": split, "notes": notes,
+                   "task": spec.task})
+    if spec.task == "classification":
+        folder = (run_dir_of(predictor.path) or predictor.path.parent) / "eval"
+        png = folder / f"confusion_{Path(str(data)).stem or 'data'}_{split.replace(' ', '-')}.png"
+        save_confusion_png(result["confusion_matrix"], spec.class_names, png,
+                           f"{Path(str(data)).name} ({split}) accuracy {result['accuracy']:.4f}")
+        result["confusion_png"] = str(png)
+    return result

@@ -17,32 +17,61 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}img.plot{max-width:100%;border:1
 .kv td:first-child{text-align:left;color:#555}"""
 
 
-def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict, metrics: dict, device: str) -> Path:
+def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict, metrics: dict, device: str,
+                 spec_lines: list[str] | None = None) -> Path:
+    plots = run_dir / "plots"
+    best = ", ".join(f"{k.removeprefix('val_')} <b>{v:.4g}</b>" for k, v in summary.get("best_metrics", {}).items())
+    keys = [k for k in history[0] if k.startswith(("train_", "val_"))] if history else []
     sections = [
         _h(f"dlkit run {run_dir.name}"),
-        f"<p>{_e(config['model'])} on {_e(config['data'])}: best validation accuracy "
-        f"<b>{summary['best_val_acc']:.4f}</b> at epoch {summary['best_epoch']} of {summary['epochs']}.</p>",
-        _section("Curves", _plot(run_dir / "plots" / "curves.png") + _plot(run_dir / "plots" / "lr.png")),
-        _section("Metrics per epoch", _table(["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "images/s"],
-                 [[r["epoch"], f"{r['train_loss']:.4f}", f"{r['train_acc']:.4f}", f"{r['val_loss']:.4f}",
-                   f"{r['val_acc']:.4f}", f"{r['lr']:.2e}", f"{r['images_per_s']:,.0f}"] for r in history])),
-        _section("Per class (best checkpoint, validation)", _table(["class", "precision", "recall", "F1", "support"],
-                 [[c["class"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
-                  for c in metrics["per_class"]], left=1)),
-        _section("Confusion matrix", _plot(run_dir / "plots" / "confusion.png")),
-        _section("Most confused pairs", _table(["true", "predicted as", "count"],
-                 [[p["true"], p["predicted"], p["count"]] for p in metrics["most_confused"]], left=2)
-                 if metrics["most_confused"] else "<p>No confusions.</p>"),
-        _section("Worst mistakes (most confident wrong predictions)", _mistakes(metrics["mistakes"])),
-        _section("Sample predictions", _plot(run_dir / "plots" / "predictions.png")),
-        _section("Timing and environment", _kv(_environment(summary, device))),
-        _section("Config", _kv({k: v for k, v in config.items()})),
+        f"<p>{_e(config['model'])} on {_e(config['data'])} ({_e(summary.get('task', 'classification'))}): "
+        f"best validation {best} at epoch {summary['best_epoch']} of {summary['epochs']} "
+        f"(chosen by {_e(summary.get('monitor', 'val_acc'))}).</p>",
+        _section("Curves", _plot(plots / "curves.png") + _plot(plots / "lr.png")),
+        _section("Metrics per epoch", _table(["epoch", *[k.replace("_", " ") for k in keys], "lr", "samples/s"],
+                 [[r["epoch"], *[_num(r.get(k)) for k in keys], f"{r['lr']:.2e}", f"{r['images_per_s']:,.0f}"]
+                  for r in history])),
     ]
+    if spec_lines:
+        sections.append(_section("Columns (what was inferred and done)", f"<pre>{_e(chr(10).join(spec_lines))}</pre>"))
+    if "per_class" in metrics:
+        sections += [
+            _section("Per class (best checkpoint, validation)", _table(["class", "precision", "recall", "F1", "support"],
+                     [[c["class"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
+                      for c in metrics["per_class"]], left=1)),
+            _section("Confusion matrix", _plot(plots / "confusion.png")),
+            _section("Most confused pairs", _table(["true", "predicted as", "count"],
+                     [[p["true"], p["predicted"], p["count"]] for p in metrics["most_confused"]], left=2)
+                     if metrics["most_confused"] else "<p>No confusions.</p>"),
+            _section("Worst mistakes (most confident wrong predictions)", _mistakes(metrics["mistakes"])),
+        ]
+    else:
+        sections += [
+            _section("Regression (best checkpoint, validation)", _kv({k: _num(metrics[k]) for k in
+                                                                     ("rmse", "mae", "r2", "rmsle") if k in metrics})
+                     + _plot(plots / "regression.png")),
+            _section("Rows with the largest errors (row = line in the file)", _table(
+                ["row", "actual", "predicted", "error"],
+                [[r["row"], _num(r["actual"]), _num(r["predicted"]), _num(r["error"])] for r in metrics["worst_rows"]])),
+        ]
+    if "permutation_importance" in metrics:
+        sections.append(_section("Which columns the model relies on (permutation importance, validation)",
+                                 _plot(plots / "importance.png")))
+    if (plots / "predictions.png").is_file():
+        sections.append(_section("Sample predictions", _plot(plots / "predictions.png")))
+    sections += [_section("Timing and environment", _kv(_environment(summary, device))),
+                 _section("Config", _kv({k: v for k, v in config.items()}))]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(run_dir.name)}</title>" \
            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
     path = run_dir / "report.html"
     atomic_write_text(path, page)
     return path
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value) if value is not None else ""
 
 
 def _environment(summary: dict, device: str) -> dict[str, Any]:
@@ -51,8 +80,8 @@ def _environment(summary: dict, device: str) -> dict[str, Any]:
 
     from .. import __version__
 
-    return {"wall time": f"{summary['wall_s']:.1f} s", "training speed": f"{summary['images_per_s']:,.0f} images/s (median of epochs)",
-            "device": device, "train / val images": f"{summary.get('train_samples')} / {summary.get('val_samples')}",
+    return {"wall time": f"{summary['wall_s']:.1f} s", "training speed": f"{summary['images_per_s']:,.0f} samples/s (median of epochs)",
+            "device": device, "train / val samples": f"{summary.get('train_samples')} / {summary.get('val_samples')}",
             "parameters": f"{summary.get('parameters', 0):,}", "dlkit": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "threads": torch.get_num_threads()}
@@ -92,6 +121,9 @@ def _kv(items: dict[str, Any]) -> str:
 def _mistakes(mistakes: list[dict]) -> str:
     if not mistakes:
         return "<p>No mistakes on the validation split.</p>"
+    if "png" not in mistakes[0]:  # table rows
+        return _table(["row", "true", "predicted", "probability"],
+                      [[m["row"], m["true"], m["predicted"], f"{m['probability']:.3f}"] for m in mistakes], left=0)
     cards = "".join(f"<figure><img alt='mistake' src='data:image/png;base64,{m['png']}'><figcaption>true {_e(m['true'])}"
                     f"<br>predicted {_e(m['predicted'])} ({m['probability']:.2f})</figcaption></figure>" for m in mistakes)
     return f"<div class='mistakes'>{cards}</div>"

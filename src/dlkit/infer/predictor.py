@@ -28,6 +28,27 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def cv_checkpoints(path: Path) -> list[Path]:
+    """For a `dlkit cv` folder: its refit model when there is one, else the best checkpoint of every fold."""
+    import json
+
+    if not (path.is_dir() and (path / "cv.json").is_file()):
+        return []
+    if (path / "refit" / "checkpoints").is_dir():
+        return [resolve_checkpoint(path / "refit")]
+    return [resolve_checkpoint(path / Path(f["run_dir"]).name) for f in json.loads((path / "cv.json").read_text())["folds"]]
+
+
+def _rebuild(file: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    tensors, meta = load_tensors(file)
+    try:
+        model = create_model(meta["model"], **meta["model_args"])
+        model.load_state_dict(tensors)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"checkpoint {file} does not describe a model dlkit can rebuild ({e})") from None
+    return model, meta
+
+
 def run_dir_of(checkpoint: Path) -> Path | None:
     parent = checkpoint.parent
     return parent.parent if parent.name == "checkpoints" and (parent.parent / "config.yaml").is_file() else None
@@ -40,18 +61,22 @@ class Predictor:
                  path: Path | None = None):
         self.model, self.spec, self.meta, self.device, self.path = model.eval(), spec, meta, device, path
 
+    modality = "image"
+
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Predictor":
-        file = resolve_checkpoint(path)
-        tensors, meta = load_tensors(file)
-        try:
-            spec = PreprocessSpec.from_dict(meta["spec"])
-            model = create_model(meta["model"], **meta["model_args"])
-            model.load_state_dict(tensors)
-        except (KeyError, TypeError, RuntimeError) as e:
-            raise UserError(f"checkpoint {file} does not describe a model dlkit can rebuild ({e})") from None
+    def from_checkpoint(cls, path: str | Path, device: str = "auto"):
+        """A Predictor for an image model, a TablePredictor for a table model (all folds of a CV folder)."""
         dev = resolve_device(device)
-        return cls(model.to(dev), spec, meta, dev, file)
+        files = cv_checkpoints(Path(path)) or [resolve_checkpoint(path)]
+        models, metas = zip(*(_rebuild(file) for file in files))
+        meta = metas[0]
+        if meta.get("modality") == "table":
+            from .tabular import load_table_predictor
+
+            return load_table_predictor(meta, [m.to(dev) for m in models], dev, files[0])
+        if len(files) > 1:
+            raise UserError(f"{path} is a CV folder of image models; pass one fold's run folder, or the refit run")
+        return cls(models[0].to(dev), PreprocessSpec.from_dict(meta["spec"]), meta, dev, files[0])
 
     @property
     def classes(self) -> tuple[str, ...]:

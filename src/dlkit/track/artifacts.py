@@ -15,26 +15,65 @@ MISTAKES = 12
 
 class RunArtifacts:
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
-        from ..evaluation.metrics import classification_metrics, most_confused
         from ..evaluation.report import write_report
 
-        run, names = trainer.run_dir, trainer.data.spec.class_names
+        run, task = trainer.run_dir, trainer.task
         logits, labels = self._best_logits(trainer)
-        metrics = classification_metrics(logits, labels, names)
-        metrics["most_confused"] = most_confused(metrics["confusion_matrix"], names)
-        metrics["mistakes"] = self._mistakes(trainer, logits, labels)
-        atomic_write_text(run / "eval" / "val_metrics.json", json.dumps(metrics, indent=1))
+        metrics = task.report_metrics(logits, labels)
         plots = run / "plots"
         figures.save(figures.curves_figure({run.name: trainer.history}), plots / "curves.png")
         figures.save(figures.lr_figure(trainer.history), plots / "lr.png")
-        figures.save(figures.confusion_figure(metrics["confusion_matrix"], names,
-                                              f"validation, best epoch {trainer.best_epoch}"), plots / "confusion.png")
-        self._predictions_png(trainer, logits, labels, plots / "predictions.png")
-        path = write_report(run, trainer.cfg.to_dict(), trainer.history, summary, metrics, trainer.device_label)
+        if task.name == "classification":
+            self._classification(trainer, metrics, logits, labels, plots)
+        else:
+            self._regression(trainer, metrics, plots)
+        if not trainer.modality.has_images:
+            self._importance(trainer, metrics, logits, labels, plots)
+        atomic_write_text(run / "eval" / "val_metrics.json", json.dumps(metrics, indent=1))
+        path = write_report(run, trainer.cfg.to_dict(), trainer.history, summary, metrics, trainer.device_label,
+                            spec_lines=trainer.data.spec.describe() if hasattr(trainer.data.spec, "describe") else None)
         trainer.console.print(f"report: {path}")
 
+    def _classification(self, trainer, metrics, logits, labels, plots) -> None:
+        from ..evaluation.metrics import most_confused
+
+        names = trainer.data.spec.class_names
+        metrics["most_confused"] = most_confused(metrics["confusion_matrix"], names)
+        metrics["mistakes"] = self._mistakes(trainer, logits, labels)
+        figures.save(figures.confusion_figure(metrics["confusion_matrix"], names,
+                                              f"validation, best epoch {trainer.best_epoch}"), plots / "confusion.png")
+        if trainer.modality.has_images:
+            self._predictions_png(trainer, logits, labels, plots / "predictions.png")
+
+    def _regression(self, trainer, metrics, plots) -> None:
+        predicted, actual = metrics.pop("predicted"), metrics.pop("actual")
+        title = f"validation, best epoch {trainer.best_epoch}: RMSE {metrics['rmse']:.4g}, R2 {metrics['r2']:.3f}"
+        figures.save(figures.regression_figure(predicted, actual, title), plots / "regression.png")
+        errors = torch.tensor(predicted, dtype=torch.float64) - torch.tensor(actual, dtype=torch.float64)
+        worst = errors.abs().argsort(descending=True)[:MISTAKES].tolist()
+        rows = trainer.data.val.index
+        metrics["worst_rows"] = [{"row": int(rows[i]) + 2, "actual": actual[i], "predicted": predicted[i],
+                                  "error": float(errors[i])} for i in worst]  # row: line in the file, header is 1
+
+    def _importance(self, trainer, metrics, logits, labels, plots) -> None:
+        from ..evaluation.importance import permutation_importance
+
+        model, spec = trainer.parts.model, trainer.data.spec
+
+        @torch.inference_mode()
+        def predict(rows: torch.Tensor) -> torch.Tensor:
+            model.eval()
+            return torch.cat([model(rows[s:s + 4096].to(trainer.device)).float().cpu() for s in range(0, len(rows), 4096)])
+
+        importance = permutation_importance(predict, trainer.data.val.inputs, labels, trainer.task,
+                                            spec.feature_groups(), seed=trainer.cfg.seed)
+        metrics["permutation_importance"] = importance
+        metric = "accuracy" if trainer.task.name == "classification" else "RMSE"
+        figures.save(figures.importance_figure(importance, metric), plots / "importance.png")
+
     def _best_logits(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation logits of the best checkpoint, the one `dlkit eval` and `dlkit predict` use."""
+        """Validation outputs of the best checkpoint, the one `dlkit eval` and `dlkit predict` use (it is left
+        loaded in the model, so what follows describes the best checkpoint too)."""
         from ..training.loop import predict_logits
 
         if trainer.best_epoch == trainer.epoch:
@@ -44,12 +83,18 @@ class RunArtifacts:
         return predict_logits(trainer.parts.model, trainer.val_batches, trainer.parts.inputs, trainer.parts.autocast)
 
     def _mistakes(self, trainer, logits, labels) -> list[dict[str, Any]]:
-        probs = logits.softmax(1)
+        from ..tasks import mean_of_members
+
+        probs = mean_of_members(logits).softmax(1)
         wrong = (probs.argmax(1) != labels).nonzero().flatten()
         worst = wrong[probs[wrong].max(1).values.argsort(descending=True)][:MISTAKES].tolist()
         samples = trainer.data.val.subset(torch.tensor(worst, dtype=torch.int64))
-        images = trainer.images_of(samples) if worst else []
         names = trainer.data.spec.class_names
+        if not trainer.modality.has_images:  # a table: name the rows by their line in the file
+            return [{"index": i, "row": int(samples.index[n]) + 2, "true": names[int(labels[i])],
+                     "predicted": names[int(probs[i].argmax())], "probability": float(probs[i].max())}
+                    for n, i in enumerate(worst)]
+        images = trainer.images_of(samples) if worst else []
         return [{"index": i, "file": str(samples.paths[n]) if samples.paths else None,
                  "true": names[int(labels[i])], "predicted": names[int(probs[i].argmax())],
                  "probability": float(probs[i].max()), "png": _png_base64(images[n])} for n, i in enumerate(worst)]

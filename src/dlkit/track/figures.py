@@ -63,17 +63,27 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     return fig
 
 
+CURVE_METRICS = {"acc": "accuracy", "rmse": "RMSE (target units)"}
+
+
 def curves_figure(histories: dict[str, list[dict[str, Any]]]):
-    """Loss and accuracy per epoch, train dashed and validation solid, one colour per run (the d2l Animator)."""
-    fig, (loss_ax, acc_ax) = plt().subplots(1, 2, figsize=(11, 4))
+    """Loss and the headline metric (accuracy, or RMSE for numbers) per epoch, train dashed and validation solid,
+    one colour per run (the d2l Animator). Markers when there are few epochs, so one epoch still shows."""
+    fig, (loss_ax, metric_ax) = plt().subplots(1, 2, figsize=(11, 4))
+    first = next((h[0] for h in histories.values() if h), {})
+    metric = next((m for m in CURVE_METRICS if f"val_{m}" in first), "acc")
     for n, (name, history) in enumerate(histories.items()):
         color = f"C{n}"
         epochs = [r["epoch"] for r in history]
         prefix = f"{name} " if len(histories) > 1 else ""
-        for ax, key in ((loss_ax, "loss"), (acc_ax, "acc")):
-            ax.plot(epochs, [r[f"train_{key}"] for r in history], "--", color=color, label=f"{prefix}train")
-            ax.plot(epochs, [r[f"val_{key}"] for r in history], "-", color=color, label=f"{prefix}val")
-    for ax, label in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        marker = "o" if len(history) <= 20 else None
+        for ax, key in ((loss_ax, "loss"), (metric_ax, metric)):
+            if f"train_{key}" in first:
+                ax.plot(epochs, [r.get(f"train_{key}") for r in history], "--", color=color, marker=marker,
+                        label=f"{prefix}train")
+            ax.plot(epochs, [r.get(f"val_{key}") for r in history], "-", color=color, marker=marker,
+                    label=f"{prefix}val")
+    for ax, label in ((loss_ax, "loss"), (metric_ax, CURVE_METRICS[metric])):
         ax.xaxis.set_major_locator(_integer_ticks())
         ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
@@ -98,5 +108,36 @@ def counts_figure(class_names: Sequence[str], counts: Sequence[int], title: str)
     ax.set_xticks(range(len(counts)))
     ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
     ax.set(ylabel="images", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def regression_figure(predicted: Sequence[float], actual: Sequence[float], title: str):
+    """Predicted against actual (the diagonal is perfect), and residuals against predicted."""
+    import numpy as np
+
+    predicted, actual = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    fig, (ax, res_ax) = plt().subplots(1, 2, figsize=(11, 4.5))
+    ax.scatter(actual, predicted, s=8, alpha=0.5)
+    low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="black", lw=1)
+    ax.set(xlabel="actual", ylabel="predicted", title=title)
+    res_ax.scatter(predicted, actual - predicted, s=8, alpha=0.5)
+    res_ax.axhline(0, color="black", lw=1)
+    res_ax.set(xlabel="predicted", ylabel="residual (actual - predicted)", title="residuals")
+    for a in (ax, res_ax):
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def importance_figure(importance: Sequence[dict[str, Any]], metric: str):
+    """Permutation importance as horizontal bars, most important on top."""
+    rows = list(importance)[:30][::-1]
+    fig, ax = plt().subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
+    ax.barh([r["column"] for r in rows], [r["importance"] for r in rows],
+            xerr=[r.get("std", 0.0) for r in rows], color="C0")
+    ax.set(xlabel=f"{metric} lost when the column is shuffled (validation)", title="permutation importance")
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig

@@ -9,7 +9,10 @@ from typing import Any
 
 import torch
 
+from ..tasks import mean_of_members
 from . import figures
+
+SCALAR_NAMES = {"acc": "accuracy"}
 
 MAX_PR_CLASSES = 20   # one PR curve per class: beyond this the tab is unreadable
 MISTAKES_SHOWN = 16
@@ -25,7 +28,9 @@ class TensorBoardLogger:
     def on_fit_start(self, trainer) -> None:
         self.every = max(1, min(self.every, trainer.steps_per_epoch // 5))  # short epochs still get a step curve
         self.writer.add_text("config", "```\n" + json.dumps(trainer.cfg.to_dict(), indent=1) + "\n```", trainer.step)
-        if self.cfg.tb_images:
+        self.images = self.cfg.tb_images and trainer.modality.has_images
+        self.classes = trainer.task.name == "classification"
+        if self.images:
             images, labels = trainer.preview_batch(32)
             names = [trainer.data.spec.class_names[i] for i in labels.tolist()]
             self.writer.add_figure("data/first_train_batch", figures.image_grid(images, names), trainer.step)
@@ -33,8 +38,7 @@ class TensorBoardLogger:
             self._add_graph(trainer)
 
     def _add_graph(self, trainer) -> None:
-        s = trainer.data.spec
-        sample = torch.zeros(1, s.channels, s.image_size, s.image_size, device=trainer.device)
+        sample = torch.zeros(1, *trainer._probe_shape(), device=trainer.device)
         was_training = trainer.model.training
         try:
             trainer.model.eval()
@@ -52,16 +56,17 @@ class TensorBoardLogger:
 
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
         epoch = record["epoch"]
-        for split in ("train", "val"):
-            self.writer.add_scalar(f"loss/{split}", record[f"{split}_loss"], epoch)
-            self.writer.add_scalar(f"accuracy/{split}", record[f"{split}_acc"], epoch)
+        for key, value in record.items():  # loss/train, accuracy/val, rmse/val, r2/val ...: whatever the task measured
+            split, _, metric = key.partition("_")
+            if split in ("train", "val") and isinstance(value, float):
+                self.writer.add_scalar(f"{SCALAR_NAMES.get(metric, metric)}/{split}", value, epoch)
         self.writer.add_scalar("lr", record["lr"], epoch)
         self.writer.add_scalar("images_per_s", record["images_per_s"], epoch)
         if self.cfg.tb_histograms:
             self._histograms(trainer.model, epoch)
-        if self.cfg.tb_images:
+        if self.images and self.classes:
             self._mistakes(trainer, epoch)
-        if self.cfg.tb_pr_curves:
+        if self.cfg.tb_pr_curves and self.classes:
             self._pr_and_confusion(trainer, epoch)
         self.writer.flush()
 
@@ -73,7 +78,7 @@ class TensorBoardLogger:
                 self.writer.add_histogram(f"gradients/{name}", p.grad.detach().float().cpu(), epoch)
 
     def _mistakes(self, trainer, epoch: int) -> None:
-        probs = trainer.val_logits.softmax(1)
+        probs = mean_of_members(trainer.val_logits).softmax(1)
         wrong = (probs.argmax(1) != trainer.val_labels).nonzero().flatten()
         if len(wrong) == 0:
             return
@@ -86,16 +91,19 @@ class TensorBoardLogger:
     def _pr_and_confusion(self, trainer, epoch: int) -> None:
         from ..evaluation.metrics import classification_metrics
 
-        probs, labels, names = trainer.val_logits.softmax(1), trainer.val_labels, trainer.data.spec.class_names
+        logits = mean_of_members(trainer.val_logits)
+        probs, labels, names = logits.softmax(1), trainer.val_labels, trainer.data.spec.class_names
         for c, name in list(enumerate(names))[:MAX_PR_CLASSES]:
             self.writer.add_pr_curve(f"pr/{name}", labels == c, probs[:, c], epoch)
-        matrix = classification_metrics(trainer.val_logits, labels, names)["confusion_matrix"]
+        matrix = classification_metrics(logits, labels, names)["confusion_matrix"]
         self.writer.add_figure("val/confusion_matrix", figures.confusion_figure(matrix, names, f"epoch {epoch}"), epoch)
 
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in trainer.cfg.to_dict().items()
                    if v is not None and k in HPARAMS}
-        metrics = {f"hparam/{k}": summary[k] for k in ("best_val_acc", "val_loss", "train_loss") if summary.get(k) is not None}
+        values = {**summary.get("best_metrics", {}), "best_val_acc": summary.get("best_val_acc"),
+                  "train_loss": summary.get("train_loss")}
+        metrics = {f"hparam/{k}": v for k, v in values.items() if isinstance(v, (int, float))}
         self.writer.add_hparams(hparams, metrics, run_name=".")  # same folder, so runs line up in the HParams tab
         self.writer.close()
 
@@ -103,5 +111,5 @@ class TensorBoardLogger:
         self.writer.close()
 
 
-HPARAMS = ("data", "model", "optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size", "epochs",
+HPARAMS = ("data", "target", "task", "model", "optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size", "epochs",
            "augment", "label_smoothing", "loss", "image_size", "seed")

@@ -1,0 +1,129 @@
+"""TablePredictor: a table model rebuilt from its checkpoint, preprocessing rows exactly as its saved TableSpec says.
+
+`predict_frame` gives a DataFrame shaped like a Kaggle submission: the id column (named, or the one the spec
+left out as an identifier) and the prediction, in the target's own units; for classes, the class and its
+probability. A CV folder's fold models are averaged (an ensemble) when given the CV folder itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..data.tables import TableSpec, read_table
+from ..errors import UserError
+from ..tasks import mean_of_members
+
+
+class TablePredictor:
+    modality = "table"
+
+    def __init__(self, models: Sequence[torch.nn.Module], spec: TableSpec, meta: dict[str, Any], device: torch.device,
+                 path: Path | None = None):
+        self.models = [m.eval() for m in models]
+        self.model = self.models[0]
+        self.spec, self.meta, self.device, self.path = spec, meta, device, path
+        self.task = spec.make_task()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    @torch.inference_mode()
+    def outputs(self, rows: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Model outputs for preprocessed rows, averaged over the models when there are several (CV folds)."""
+        outs = []
+        for model in self.models:
+            parts = [mean_of_members(model(rows[s:s + batch_size].to(self.device))).float().cpu()
+                     for s in range(0, len(rows), batch_size)]
+            outs.append(torch.cat(parts) if parts else torch.zeros(0, self.spec.outputs))
+        if self.spec.task == "classification" and len(outs) > 1:  # average probabilities, as ensembles do
+            return torch.stack([o.softmax(1) for o in outs]).mean(0).log()
+        return torch.stack(outs).mean(0)
+
+    def read(self, table, where: str | None = None):
+        """A DataFrame from a path or a DataFrame, with notes about columns the model does not use."""
+        import pandas as pd
+
+        notes: list[str] = []
+        if isinstance(table, (str, Path)):
+            where = where or str(table)
+            frame, notes = read_table(Path(table))
+        elif isinstance(table, pd.DataFrame):
+            frame = table
+        elif isinstance(table, dict) or (isinstance(table, list) and all(isinstance(r, dict) for r in table)):
+            frame = pd.DataFrame([table] if isinstance(table, dict) else table)
+        else:
+            raise UserError("predict takes a table file, a pandas DataFrame, a dict or a list of dicts (rows)")
+        used = {c["name"] for c in self.spec.columns} | {self.spec.target} | {s["name"] for s in self.spec.skipped}
+        extra = [c for c in frame.columns if c not in used]
+        if extra:
+            notes.append(f"ignored column(s) the model was not trained on: {', '.join(map(str, extra[:8]))}"
+                         + (" ..." if len(extra) > 8 else ""))
+        return frame, notes
+
+    def unseen_categories(self, frame) -> dict[str, int]:
+        """Per categorical column, how many rows hold a value not seen in training (they use the unknown bucket)."""
+        from ..data.tables import _category
+
+        counts = {}
+        for c in self.spec.columns:
+            if c["kind"] == "categorical" and c["name"] in frame.columns:
+                known = set(c["vocab"])
+                keys = frame[c["name"]].map(_category)
+                n = int((~keys.isin(known) & (keys != "\0missing")).sum())
+                if n:
+                    counts[c["name"]] = n
+        return counts
+
+    def predict_frame(self, table, id_column: str | None = None, where: str | None = None):
+        """(DataFrame of predictions, notes). Columns: the id column, then the prediction (and probability)."""
+        import pandas as pd
+
+        frame, notes = self.read(table, where)
+        where = where or "the table"
+        unseen = self.unseen_categories(frame)
+        if unseen:
+            notes.append("unseen categories went to the unknown bucket: " +
+                         ", ".join(f"{k} ({v} row(s))" for k, v in unseen.items()))
+        rows = self.spec.transform(frame, where)
+        predicted = self.task.predictions(self.outputs(rows))
+        ids = self._id_column(frame, id_column)
+        out = pd.DataFrame({ids: frame[ids].to_numpy()} if ids else {})
+        name = self.spec.target
+        out[name] = predicted["prediction"]
+        if "probability" in predicted:
+            out["probability"] = predicted["probability"]
+        return out, notes
+
+    def _id_column(self, frame, requested: str | None) -> str | None:
+        if requested:
+            if requested not in frame.columns:
+                raise UserError(f"--id-column {requested!r} is not a column of the table; "
+                                f"columns: {', '.join(map(str, list(frame.columns)[:12]))}")
+            return requested
+        for name in (self.spec.id_column, *(s["name"] for s in self.spec.skipped if s["kind"] == "id")):
+            if name and name in frame.columns:
+                return name
+        return None
+
+    def predict(self, table, id_column: str | None = None):
+        """Predictions for a table file, DataFrame, dict or list of dicts, as a DataFrame."""
+        return self.predict_frame(table, id_column)[0]
+
+
+def load_table_predictor(meta: dict[str, Any], models: Sequence[torch.nn.Module], device: torch.device,
+                         path: Path) -> TablePredictor:
+    return TablePredictor(models, TableSpec.from_dict(meta["spec"]), meta, device, path)
+
+
+def write_predictions(frame, out: Path, overwrite: bool = False) -> Path:
+    """The predictions CSV, written atomically; an existing file is kept unless overwrite is asked."""
+    from ..storage import atomic_write_text
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    atomic_write_text(out, frame.to_csv(index=False))
+    return out
