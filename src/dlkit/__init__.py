@@ -11,9 +11,15 @@ from .errors import UserError  # noqa: E402
 _LAZY = {
     "train": "api", "evaluate": "api", "Run": "api", "load": "infer", "Predictor": "infer",
     "create_model": "models", "list_models": "models", "TrainConfig": "config", "summarize": "evaluation.summary",
+    "cross_validate": "cv",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]
+
+
+def __dir__() -> list[str]:
+    """The public API for tab completion, without importing it."""
+    return sorted(__all__)
 
 
 def __getattr__(name: str):

@@ -50,8 +50,9 @@ class TrainConfig:
     id_column: str | None = opt(None, "the identifier column: left out of the inputs, written beside predictions")
     target_transform: str = opt("auto", "regression target: log, standardize or none; auto: log for a positive "
                                 "right-skewed target, else standardize", choices=("auto", "none", "log", "standardize"))
-    numeric_scaling: str = opt("robust", "table numbers: robust (median/IQR, smooth clipping of outliers) or standard "
-                               "(mean/std, as d2l)", choices=("robust", "standard"))
+    numeric_scaling: str = opt("auto", "table numbers: robust (median/IQR, smooth clipping of outliers) or standard "
+                               "(mean/std, as d2l); auto: standard for the linear model, else robust",
+                               choices=("auto", "robust", "standard"))
     categorical_encoding: str = opt("onehot", "table categories: onehot (as d2l's get_dummies) or embedding (learned)",
                                     choices=("onehot", "embedding"))
     folds: int | None = opt(None, "K-fold cross-validation: the number of folds (set by `dlkit cv`)")

@@ -57,6 +57,28 @@ def _closing(s: dict) -> str:
             + ("TABLE.csv --out predictions.csv" if s.get("modality") == "table" else "IMAGE..."))
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    from ..cv import cross_validate, format_cv
+
+    overrides = {f.name: getattr(args, f.name) for f in _config_fields() if hasattr(args, f.name)}
+    folds, refit = overrides.pop("folds", None) or 5, overrides.pop("refit", False)
+    overrides.pop("fold", None)
+    out = overrides.pop("out", None)
+    log = sys.stderr if args.json else sys.stdout
+    summary = cross_validate(args.config, folds=folds, refit=refit, out=out, quiet=args.quiet, log=log, **overrides)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"\n{folds}-fold cross-validation of {summary['model']} on {summary['data']} ({summary['wall_s']:.1f}s):")
+    print(format_cv(summary))
+    print(f"  folder: {summary['cv_dir']} (cv.json, cv.md, cv.png, one run folder per fold)")
+    if "refit" in summary:
+        print(f"  refit on all the data: {summary['refit']['run_dir']}")
+    print(f"  predict:  dlkit predict {summary['cv_dir']} FILE" + ("" if "refit" in summary else
+                                                                   "   (averages the fold models)"))
+    return 0
+
+
 # ---- eval and predict ----------------------------------------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -135,23 +157,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.torchvision:
         print("\n".join(f"tv:{n}" for n in torchvision_names()))
         return 0
-    print("registered models (--model NAME; options with --model-arg key=value):")
+    from ..models import TABLE_MODELS
+
+    print("models for images (--model NAME; options with --model-arg key=value):")
     for entry in MODELS:
         print(f"  {entry.name:<14} {entry.help} [default size {entry.info.get('default_size')}]")
     print("  tv:<name>      any torchvision classification model, head replaced (`dlkit models --torchvision` lists them)")
+    print("models for tables (--data TABLE --target COLUMN; default tabular):")
+    for entry in TABLE_MODELS:
+        print(f"  {entry.name:<14} {entry.help}")
     return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from ..data import BUILTINS, LAYOUTS
+    from ..data.tables import TABLE_BUILTINS
 
-    print("built-in datasets (--data NAME):")
+    print("built-in image datasets (--data NAME):")
     for entry in BUILTINS:
-        print(f"  {entry.name:<14} {entry.help}")
+        print(f"  {entry.name:<16} {entry.help}")
+    print("built-in tables (--data NAME; the target is preset):")
+    for entry in TABLE_BUILTINS:
+        print(f"  {entry.name:<16} {entry.help}")
     print("layouts understood (--data FOLDER), detected in this order:")
     for entry in LAYOUTS:
         print(f"  {entry.name:<24} {entry.help}")
     print("  CSV manifest             --data FILE.csv with rows path,label[,split]; paths relative to the CSV")
+    print("  table                    --data FILE.csv|.tsv|.parquet --target COLUMN (any other CSV)")
     return 0
 
 
@@ -161,6 +193,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     target = Path(args.model)
     if target.exists():
         result = summarize_checkpoint(target, batch_size=args.batch_size, optimizer=args.optimizer)
+    elif args.input.isdigit():  # a table model: the number of input features
+        from ..models import create_model
+
+        shape = (int(args.input),)
+        model = create_model(args.model, in_features=shape[0], continuous=shape[0], num_outputs=args.classes)
+        result = summarize(model, shape, batch_size=args.batch_size, optimizer=args.optimizer, name=args.model)
     else:
         from ..models import create_model
 
@@ -199,9 +237,15 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_show_data(args: argparse.Namespace) -> int:
-    from ..track.datashow import format_counts, show_data
+    from ..data.tables import is_table
+    from ..track.datashow import describe_table, format_counts, show_data
 
     out = args.out or f"data_{Path(args.data.rstrip('/')).name or 'data'}.png"
+    if is_table(args.data):
+        text, path = describe_table(args.data, args.target, out, args.task, args.data_arg or {})
+        print(text)
+        print(f"target distribution: {path}")
+        return 0
     path, counts = show_data(args.data, out, n=args.n, data_dir=args.data_dir, image_size=args.image_size)
     print(format_counts(counts))
     print(f"samples: {path}\nclass counts: {path.with_name(path.stem + '_counts.png')}")
@@ -293,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("cv", help="K-fold cross-validation: one run per fold, per-fold metrics, mean and std")
+    p.add_argument("--config", help="YAML file of training options; flags override it")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but the result")
+    p.add_argument("--json", action="store_true", help="print the summary (per fold, mean and std) as one JSON object")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_cv)
+
     p = sub.add_parser("eval", help="evaluate a run or checkpoint on a data split")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
@@ -324,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer table, parameters, FLOPs and memory of a model or checkpoint")
     p.add_argument("model", metavar="MODEL|RUN|CHECKPOINT")
-    p.add_argument("--input", default="3x32x32", help="input as CxHxW (default 3x32x32; a checkpoint brings its own)")
+    p.add_argument("--input", default="3x32x32", help="input as CxHxW (default 3x32x32), or F features for a table "
+                   "model; a checkpoint brings its own")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32, help="batch size for the memory estimates")
     p.add_argument("--optimizer", help="optimizer whose state the training estimate counts: sgd, sgd-momentum, "
@@ -345,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG to write (default data_<name>.png)")
     p.add_argument("--data-dir")
     p.add_argument("--image-size", type=int, help="side of each shown image (default: native, or 96 for files)")
+    p.add_argument("--target", help="a table's column to predict: shows what is inferred for every column")
+    p.add_argument("--task", default="auto", choices=("auto", "classification", "regression"))
+    p.add_argument("--data-arg", action=KeyValue, metavar="KEY=VALUE", help="options of a built-in table")
     p.set_defaults(func=cmd_show_data)
 
     p = sub.add_parser("runs", help="a table of past runs")

@@ -54,6 +54,10 @@ class Images:
         return Classification(spec.class_names)
 
     @staticmethod
+    def callbacks(cfg) -> list:
+        return []
+
+    @staticmethod
     def model_args(spec) -> dict[str, Any]:
         return {"in_channels": spec.channels, "num_classes": spec.num_classes, "image_size": spec.image_size}
 
@@ -180,8 +184,10 @@ class Tables:
         choices = infer_columns(frame, source.target, cfg.drop, cfg.categorical, cfg.numeric, cfg.id_column)
         notes = list(source.notes)
         train_frame = frame.iloc[train_idx.numpy()]
+        scaling = cfg.numeric_scaling if cfg.numeric_scaling != "auto" else \
+            "standard" if cfg.model == "linear" else "robust"  # smooth clipping would bend a linear model's inputs
         spec = TableSpec.fit(train_frame, source.target, source.task, choices, source.class_names,
-                             cfg.target_transform, cfg.numeric_scaling, cfg.categorical_encoding, notes)
+                             cfg.target_transform, scaling, cfg.categorical_encoding, notes)
         notes += [f"left out column {s['name']!r}: {s['kind']}" + (f" ({s['why']})" if s["why"] else "")
                   for s in spec.skipped]
         notes += [f"column {c.name!r}: {c.why}" for c in choices if c.kind == "categorical" and c.why.startswith("mixed")]
@@ -204,6 +210,10 @@ class Tables:
         return spec.make_task()
 
     @staticmethod
+    def callbacks(cfg) -> list:
+        return [LinearTruth(cfg.data_args)] if cfg.data == "synthetic-linear" and cfg.model == "linear" else []
+
+    @staticmethod
     def model_args(spec) -> dict[str, Any]:
         return spec.model_inputs()
 
@@ -216,6 +226,36 @@ class Tables:
         from .tables import TableSpec
 
         return TableSpec.from_dict(d)
+
+
+class LinearTruth:
+    """d2l 3.2: after training `linear` on synthetic-linear, print the learned w and b beside the true ones."""
+
+    def __init__(self, data_args: dict):
+        self.args = data_args
+
+    def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
+        from .tables import synthetic_truth
+
+        w, b = learned_linear(trainer.model, trainer.data.spec)
+        true_w, true_b = synthetic_truth(self.args)
+        summary["learned"] = {"w": w, "b": b, "true_w": true_w, "true_b": true_b}
+        trainer.console.print(f"learned w = [{', '.join(f'{v:.4f}' for v in w)}], b = {b:.4f}   "
+                              f"(true w = [{', '.join(f'{v:g}' for v in true_w)}], b = {true_b:g})")
+
+
+def learned_linear(model, spec) -> tuple[list[float], float]:
+    """The weights and bias of a linear regression in the data's own units, undoing input and target scaling."""
+    from ..tasks import TargetScale
+
+    layer = model.net[1]
+    weight, bias = layer.weight.detach().double()[0], float(layer.bias.detach()[0])
+    scale = TargetScale.from_dict(spec.target_scale)
+    numbers = [c for c in spec.columns if c["kind"] == "numeric"]
+    centers, spreads = zip(*(spec.scale_of(c) for c in numbers))
+    w = [float(weight[i]) * scale.std / spreads[i] for i in range(len(numbers))]
+    b = scale.mean + scale.std * bias - sum(wi * ci for wi, ci in zip(w, centers))
+    return w, b
 
 
 class TableInputs:

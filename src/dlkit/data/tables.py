@@ -370,7 +370,8 @@ class TableSpec:
                     _report_bad_numbers(values, parsed, c["name"], where)
                 x = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
                 absent = np.isnan(x)
-                z = (np.where(absent, c["fill"], x) - c["center"]) / c["scale"]
+                center, scale = self.scale_of(c)
+                z = (np.where(absent, c["fill"], x) - center) / scale
                 if self.scaling == "robust":
                     z = z / np.sqrt(1 + (z / CLIP) ** 2)
                 blocks[0].append(z)
@@ -392,6 +393,10 @@ class TableSpec:
         if not columns:
             return torch.zeros(len(frame), 0)
         return torch.from_numpy(np.stack(columns, axis=1).astype(np.float32))
+
+    def scale_of(self, c: dict[str, Any]) -> tuple[float, float]:
+        """(center, scale) of a numeric column: median and IQR-based spread (robust) or mean and std (standard)."""
+        return (c["center"], c["scale"]) if self.scaling == "robust" else (c["mean"], c["std"])
 
     def encode_target(self, values, where: str = "the table") -> torch.Tensor:
         import pandas as pd

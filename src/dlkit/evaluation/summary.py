@@ -130,9 +130,9 @@ def default_optimizer() -> str:
     return TrainConfig.optimizer
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int = 32,
+def summarize(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 32,
               optimizer: str | None = None, name: str | None = None) -> dict[str, Any]:
-    """Per-layer table and totals for `model` on CxHxW inputs; memory estimates at `batch_size`.
+    """Per-layer table and totals for `model` on CxHxW inputs (or F features for a table); memory at `batch_size`.
 
     Returns a dict: layers, parameters, FLOPs (forward per image, training per image and per step), activation
     memory per image, and byte estimates to train (weights + gradients + optimizer state + activations + input)
@@ -189,8 +189,10 @@ def summarize_checkpoint(path: str | Path, batch_size: int = 32, optimizer: str 
     chosen = optimizer or config.get("optimizer") or default_optimizer()
     if chosen == "sgd" and config.get("momentum"):
         chosen = "sgd-momentum"
-    return summarize(model, (spec.channels, spec.image_size, spec.image_size), batch_size, chosen,
-                     name=f"{predictor.meta['model']} ({predictor.path})")
+    from ..data.modality import MODALITIES
+
+    shape = MODALITIES.get(predictor.modality).input_shape(spec)
+    return summarize(model, shape, batch_size, chosen, name=f"{predictor.meta['model']} ({predictor.path})")
 
 
 def format_summary(s: dict[str, Any]) -> str:

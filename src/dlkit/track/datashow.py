@@ -57,3 +57,45 @@ def format_counts(counts: dict[str, dict[str, int]]) -> str:
         share = counts["train"][name] / total
         lines.append(f"{name:<{width}}  {counts['train'][name]:>7}  {counts['val'][name]:>7}  {'#' * round(share * 40)} {share:.1%}")
     return "\n".join(lines)
+
+
+def describe_table(data: str, target: str | None, out: str | Path, task: str = "auto", data_args: dict | None = None,
+                   **overrides) -> tuple[str, Path]:
+    """`dlkit show-data` on a table: every column with its missing count, distinct values and what training would
+    do with it; the target's distribution as a PNG (class counts, or a histogram of the numbers)."""
+    from ..config import make_config
+    from ..data.modality import Tables
+
+    cfg = make_config({"data": data, "target": target, "task": task, "data_args": data_args or {}, **overrides})
+    prepared = Tables.prepare(cfg)
+    source, spec = prepared.source, prepared.spec
+    frame = source.frame
+    lines = [prepared.headline, *[f"note: {n}" for n in prepared.notes], "",
+             f"{'column':<20} {'dtype':<8} {'missing':>7} {'distinct':>8}  what training does with it"]
+    how = dict(_spec_lines(spec))
+    for name in frame.columns:
+        values = frame[name]
+        lines.append(f"{str(name)[:20]:<20} {str(values.dtype)[:8]:<8} {int(values.isna().sum()):>7} "
+                     f"{int(values.nunique()):>8}  {how.get(str(name), '')}")
+    out = Path(out)
+    fig, ax = figures.plt().subplots(figsize=(6, 3.5))
+    if spec.task == "classification":
+        counts = frame[source.target].astype(str).value_counts()
+        ax.bar(counts.index.tolist(), counts.tolist())
+        ax.set(ylabel="rows", title=f"{source.target}: rows per class")
+        ax.tick_params(axis="x", rotation=45)
+    else:
+        ax.hist(frame[source.target].astype(float), bins=40)
+        ax.set(xlabel=source.target, ylabel="rows", title=f"{source.target}: distribution")
+    fig.tight_layout()
+    figures.save(fig, out)
+    return "\n".join(lines), out
+
+
+def _spec_lines(spec) -> list[tuple[str, str]]:
+    """(column, description) from the spec's own account of each column."""
+    pairs = []
+    for line in spec.describe():
+        name, _, rest = line.strip().partition(" ")
+        pairs.append((name, rest.strip()))
+    return pairs

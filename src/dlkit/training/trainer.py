@@ -155,7 +155,7 @@ class Trainer:
             from ..track.artifacts import RunArtifacts
 
             callbacks.append(RunArtifacts())
-        self.callbacks = callbacks + list(extra_callbacks or [])
+        self.callbacks = callbacks + self.modality.callbacks(cfg) + list(extra_callbacks or [])
         self.console.print(f"task: {self.task.name}, loss {cfg.loss}, best checkpoint by {self.monitor}")
         self.console.print(f"model: {cfg.model} ({_count(self.model):,} parameters) | {cfg.optimizer} lr {cfg.lr:g} "
                            f"| {cfg.epochs} epochs x {self.steps_per_epoch} steps of {cfg.batch_size} "
