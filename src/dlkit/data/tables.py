@@ -280,6 +280,7 @@ class TableSpec:
             values = frame[choice.name]
             if choice.kind == "numeric":
                 columns.append(_fit_numeric(choice.name, pd.to_numeric(values, errors="coerce")))
+                columns[-1]["coerce"] = choice.why == "--numeric"  # text in it is read as missing, here and in predict
             elif choice.kind == "boolean":
                 columns.append(_fit_boolean(choice.name, values))
             elif choice.kind == "categorical":
@@ -366,7 +367,7 @@ class TableSpec:
                 parsed = pd.to_numeric(values, errors="coerce")
                 if pd.api.types.is_numeric_dtype(values):
                     parsed = parsed.replace([np.inf, -np.inf], np.nan)
-                else:
+                elif not c.get("coerce"):
                     _report_bad_numbers(values, parsed, c["name"], where)
                 x = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
                 absent = np.isnan(x)
@@ -411,7 +412,7 @@ class TableSpec:
             return torch.tensor([index[v] for v in labels], dtype=torch.int64)
         numbers = pd.to_numeric(values, errors="coerce")
         _report_bad_numbers(values, numbers, self.target, where)
-        y = torch.from_numpy(numbers.to_numpy(dtype=np.float64, na_value=np.nan))
+        y = torch.from_numpy(numbers.to_numpy(dtype=np.float64, na_value=np.nan).copy())
         scale = TargetScale.from_dict(self.target_scale)
         if scale.transform == "log" and bool((y <= 0).any()):
             row = int((y <= 0).nonzero()[0, 0])
@@ -467,7 +468,7 @@ def _report_bad_numbers(values, parsed, column: str, where: str) -> None:
     import pandas as pd
 
     bad = parsed.isna() & values.notna() & (values.astype(str).str.strip() != "")
-    if pd.api.types.is_object_dtype(values) and bad.any():
+    if not pd.api.types.is_numeric_dtype(values) and bad.any():
         position = int(np.flatnonzero(bad.to_numpy())[0])
         raise UserError(f"{where} row {position + 2}: column {column!r} holds {str(values.iloc[position])[:30]!r}, "
                         "not a number; fix or empty that cell")
