@@ -25,7 +25,8 @@ def resolve_device(name: str) -> torch.device:
 
 def configure_backends(device: torch.device, deterministic: bool) -> None:
     """cuDNN autotuning unless results must repeat; deterministic kernels when asked; CPU threads that fit."""
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:  # the call imports torch._inductor (~3 s)
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic

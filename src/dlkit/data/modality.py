@@ -112,10 +112,10 @@ class TableSource:
         """Class indices for stratified splits (None for regression)."""
         if self.task != "classification":
             return None
-        from .tables import _category
+        from .tables import category_keys
 
         index = {c: i for i, c in enumerate(self.class_names)}
-        return torch.tensor([index[_category(v)] for v in self.frame[self.target]], dtype=torch.int64)
+        return torch.tensor(category_keys(self.frame[self.target]).map(index).to_numpy(dtype="int64"))
 
     def summary(self) -> str:
         rows, cols = self.frame.shape
@@ -124,10 +124,31 @@ class TableSource:
 
 
 def open_table(data: str, target: str | None, task: str = "auto", data_args: dict | None = None) -> TableSource:
-    """Read a table file or built-in, find its target, drop rows without one and settle the task."""
+    """Read a table file or built-in, find its target, drop rows without one and settle the task.
+
+    The last table opened is kept, keyed by its path, size and modification time: `dlkit cv` opens the same
+    table once per fold, and reading and inferring a wide table costs more than a short fold's training.
+    """
+    import copy
+    import json
+
+    path = Path(str(data)).expanduser()
+    stat = path.stat() if path.is_file() else None
+    key = (str(data), stat and (stat.st_size, stat.st_mtime_ns), target, task, json.dumps(data_args or {}, sort_keys=True))
+    if _LAST_TABLE.get("key") != key:
+        _LAST_TABLE.update(key=key, source=_open_table(data, target, task, data_args))
+    source = copy.copy(_LAST_TABLE["source"])  # callers may change notes and layout, never the frame
+    source.notes = list(source.notes)
+    return source
+
+
+_LAST_TABLE: dict[str, Any] = {}
+
+
+def _open_table(data: str, target: str | None, task: str, data_args: dict | None) -> TableSource:
     import pandas as pd
 
-    from .tables import TABLE_BUILTINS, _category, find_target, infer_task, read_table
+    from .tables import TABLE_BUILTINS, category_keys, find_target, infer_task, read_table
 
     data_args = dict(data_args or {})
     if data in TABLE_BUILTINS:
@@ -146,14 +167,14 @@ def open_table(data: str, target: str | None, task: str = "auto", data_args: dic
     task = infer_task(frame[name], task)
     classes: list[str] = []
     if task == "classification":
-        keys = sorted({_category(v) for v in frame[name]})
+        keys = sorted(set(category_keys(frame[name])))
         numeric = pd.to_numeric(pd.Series(keys), errors="coerce")
         if numeric.notna().all():
             keys = [k for _, k in sorted(zip(numeric, keys))]
         require(len(keys) >= 2, f"target {name!r} has only one class ({keys[0][:30]}); a classifier needs at least "
                                 "two (or use --task regression for numbers)")
         classes = keys
-    return TableSource(str(data), layout, frame, name, task, classes, notes, data_args)
+    return TableSource(str(data), layout, frame, name, task, classes, notes, dict(data_args))
 
 
 @MODALITIES.register("table", help="CSV, TSV or Parquet tables and scikit-learn's bundled ones, with --target")

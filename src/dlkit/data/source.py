@@ -96,19 +96,25 @@ def holdout_indices(n: int, labels: torch.Tensor | None, val_fraction: float, se
     Stratified by class when labels are given (classification), so every fold keeps the class balance.
     """
     if folds:
-        from sklearn.model_selection import KFold, StratifiedKFold
-
         require(folds >= 2, f"--folds must be at least 2 (got {folds})")
         require(n >= folds, f"{folds} folds need at least {folds} rows/images (got {n})")
-        if labels is not None:
-            smallest = int(torch.bincount(labels).min()) if len(labels) else 0
+        gen = torch.Generator().manual_seed(seed)
+        assigned = torch.empty(n, dtype=torch.int64)
+        if labels is None:
+            assigned[torch.randperm(n, generator=gen)] = torch.arange(n) % folds
+        else:  # deal each class's shuffled members round the folds, continuing where the last class stopped
+            smallest = int(torch.bincount(labels).min()) if n else 0
             require(smallest >= folds, f"a class has only {smallest} sample(s), fewer than --folds {folds}; "
                                        "use fewer folds")
-            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed).split(torch.zeros(n), labels.numpy())
-        else:
-            splitter = KFold(folds, shuffle=True, random_state=seed).split(torch.zeros(n))
-        train, val = list(splitter)[fold or 0]
-        return torch.from_numpy(train).long(), torch.from_numpy(val).long()
+            start = 0
+            for cls in labels.unique().tolist():
+                members = (labels == cls).nonzero().flatten()
+                members = members[torch.randperm(len(members), generator=gen)]
+                assigned[members] = (torch.arange(len(members)) + start) % folds
+                start += len(members)
+        val = (assigned == (fold or 0)).nonzero().flatten()
+        train = (assigned != (fold or 0)).nonzero().flatten()
+        return train, val
     if labels is not None:
         return stratified_split(labels, val_fraction, seed)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

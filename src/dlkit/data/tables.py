@@ -385,7 +385,7 @@ class TableSpec:
                 blocks[1].append(np.where(np.isnan(x), c["fill"], x))
             else:
                 index = {v: i for i, v in enumerate(c["vocab"])}
-                code = values.map(lambda v: index.get(_category(v), 0)).to_numpy(dtype=np.int64)
+                code = category_keys(values).map(index).fillna(0).to_numpy(dtype=np.int64)
                 if self.encoding == "onehot":
                     blocks[1].extend(np.eye(len(c["vocab"]))[code].T)
                 else:
@@ -404,7 +404,7 @@ class TableSpec:
 
         if self.task == "classification":
             index = {name: i for i, name in enumerate(self.class_names)}
-            labels = [_category(v) for v in values]
+            labels = category_keys(values).tolist()
             unknown = sorted({v for v in labels if v not in index})
             if unknown:
                 raise UserError(f"{where}: class(es) {', '.join(unknown[:5])} in column {self.target!r} were not in "
@@ -463,6 +463,18 @@ def _category(value) -> str:
     return str(value).strip()
 
 
+def category_keys(values):
+    """_category of every value, computed once per distinct value (a dict lookup per row, not a Python call)."""
+    import pandas as pd
+
+    present = values.notna()
+    keys = pd.Series("\0missing", index=values.index, dtype=object)
+    if present.any():
+        uniques = pd.unique(values[present])
+        keys[present] = values[present].map({u: _category(u) for u in uniques}).astype(object)
+    return keys
+
+
 def _report_bad_numbers(values, parsed, column: str, where: str) -> None:
     """A value that is present but not a number is reported by its row number (header is row 1)."""
     import pandas as pd
@@ -499,7 +511,7 @@ def _fit_boolean(name: str, values) -> dict[str, Any]:
 
 
 def _fit_categorical(name: str, values) -> dict[str, Any]:
-    counts = values.map(_category).value_counts()
+    counts = category_keys(values).value_counts()
     counts = counts[counts.index != "\0missing"]
     vocab = ["\0unknown"] + sorted(counts.index[:MAX_VOCAB].tolist())
     return {"name": name, "kind": "categorical", "vocab": vocab}

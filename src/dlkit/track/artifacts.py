@@ -27,7 +27,7 @@ class RunArtifacts:
             self._classification(trainer, metrics, logits, labels, plots)
         else:
             self._regression(trainer, metrics, plots)
-        if not trainer.modality.has_images:
+        if not trainer.modality.has_images and not trainer.cfg.folds:  # a CV fold leaves it to the refit run
             self._importance(trainer, metrics, logits, labels, plots)
         atomic_write_text(run / "eval" / "val_metrics.json", json.dumps(metrics, indent=1))
         path = write_report(run, trainer.cfg.to_dict(), trainer.history, summary, metrics, trainer.device_label,

@@ -16,10 +16,13 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     config, history = read_config(run_dir), read_metrics(run_dir)
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    best = max((r["val_acc"] for r in history), default=None)
+    best = max((r["val_acc"] for r in history if "val_acc" in r), default=None)
+    monitor, value = summary.get("monitor"), summary.get("best_value")
+    best_text = f"{monitor.removeprefix('val_')} {value:.4g}" if monitor and value is not None else \
+        (f"acc {best:.4f}" if best is not None else "")
     return {"name": run_dir.name, "data": Path(str(config.get("data", "?"))).name or config.get("data"),
             "model": config.get("model", "?"), "epochs": len(history),
-            "best_val_acc": summary.get("best_val_acc", best), "wall_s": summary.get("wall_s"),
+            "best_val_acc": summary.get("best_val_acc", best), "best": best_text, "wall_s": summary.get("wall_s"),
             "images_per_s": summary.get("images_per_s"), "finished": bool(summary), "dir": str(run_dir)}
 
 
@@ -38,10 +41,10 @@ def list_runs(runs_dir: str | Path, sort: str = "name") -> list[dict[str, Any]]:
 def format_runs(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no runs found"
-    cells = [[r["name"], str(r["data"]), r["model"], str(r["epochs"]), _num(r["best_val_acc"], ".4f"),
+    cells = [[r["name"], str(r["data"]), r["model"], str(r["epochs"]), _num(r["best_val_acc"], ".4f"), r["best"],
               _num(r["wall_s"], ".1f"), _num(r["images_per_s"], ",.0f") + ("" if r["finished"] else "  (unfinished)")]
              for r in rows]
-    header = ["run", "data", "model", "epochs", "best val acc", "wall s", "img/s"]
+    header = ["run", "data", "model", "epochs", "best val acc", "best (monitored)", "wall s", "samples/s"]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
     line = lambda row: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))  # noqa: E731
     return "\n".join([line(header)] + [line(c) for c in cells])
@@ -61,8 +64,8 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, str
     for d, h in zip(dirs, histories.values()):
         last, row = h[-1], run_row(d)
         rows.append([d.name, row["model"], str(len(h)), f"{last['train_loss']:.4f}", f"{last['val_loss']:.4f}",
-                     f"{last['val_acc']:.4f}", _num(row["best_val_acc"], ".4f")])
-    header = ["run", "model", "epochs", "train loss", "val loss", "val acc", "best val acc"]
+                     _num(last.get("val_acc"), ".4f"), row["best"]])
+    header = ["run", "model", "epochs", "train loss", "val loss", "val acc", "best (monitored)"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     table = "\n".join("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
                       for r in [header] + rows)

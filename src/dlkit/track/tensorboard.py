@@ -62,7 +62,9 @@ class TensorBoardLogger:
                 self.writer.add_scalar(f"{SCALAR_NAMES.get(metric, metric)}/{split}", value, epoch)
         self.writer.add_scalar("lr", record["lr"], epoch)
         self.writer.add_scalar("images_per_s", record["images_per_s"], epoch)
-        if self.cfg.tb_histograms:
+        # histograms cost ~0.1 s each time: at most ~10 per run, and always the last epoch
+        every = max(1, -(-trainer.cfg.epochs // 10))
+        if self.cfg.tb_histograms and (epoch % every == 0 or epoch == trainer.cfg.epochs):
             self._histograms(trainer.model, epoch)
         if self.images and self.classes:
             self._mistakes(trainer, epoch)

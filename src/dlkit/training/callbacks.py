@@ -5,16 +5,33 @@ on_epoch_end(trainer, record), on_fit_end(trainer, summary), on_exception(traine
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
 class Checkpointer:
-    """checkpoints/last.safetensors (+ last.state.safetensors for --resume) every epoch; best.safetensors on improvement."""
+    """best.safetensors on improvement; checkpoints/last.safetensors (+ last.state.safetensors for --resume) at the
+    end of every epoch, but at most every `min_interval` seconds when epochs are shorter than that (a small table's
+    epoch takes milliseconds; writing and fsyncing two files then costs more than the epoch). The last epoch, a
+    signal and --save-every-steps always write it."""
+
+    def __init__(self, min_interval: float = 10.0):
+        self.min_interval = min_interval
+        self.saved_at, self.saved_step = time.monotonic(), None
 
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
         if record["best"]:
             trainer.save_checkpoint("best")
+        if trainer.epoch >= trainer.cfg.epochs or time.monotonic() - self.saved_at >= self.min_interval:
+            self._save_last(trainer)
+
+    def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
+        if self.saved_step != trainer.step:  # stopped early (patience, a callback): the last epoch is on disk too
+            self._save_last(trainer)
+
+    def _save_last(self, trainer) -> None:
         trainer.save_checkpoint("last", with_state=True)
+        self.saved_at, self.saved_step = time.monotonic(), trainer.step
 
 
 class EarlyStopping:
