@@ -54,6 +54,7 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
 
     if resume is not None:
         base = read_config(Path(resume))
+        base["recipe_defaults"] = [k for k in base.get("recipe_defaults", []) if k not in overrides]
         cfg = make_config({**base, **overrides}, None)
     else:
         cfg = make_config(overrides, config)

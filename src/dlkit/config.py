@@ -99,6 +99,8 @@ class TrainConfig:
     tb_graph: bool = opt(True, "TensorBoard: the model graph")
     tb_histograms: bool = opt(True, "TensorBoard: weight and gradient histograms every epoch")
     tb_pr_curves: bool = opt(True, "TensorBoard: per-class PR curves and the confusion matrix every epoch")
+    recipe_defaults: list = opt([], "the fields the data's default recipe filled in, which the recipe may still fit "
+                                "to the data's size (set by dlkit, not a flag)", flag="")
     report: bool = opt(True, "write plots (PNG) and a self-contained report.html into the run at the end")
 
     def validated(self) -> "TrainConfig":
@@ -145,6 +147,9 @@ def make_config(overrides: dict[str, Any] | None = None, config_file: str | Path
     from .data.modality import modality_for
 
     recipe = modality_for(values.get("data", TrainConfig.data)).recipe  # a table's defaults differ from images'
+    filled = [k for k in recipe if k not in values]
+    if "recipe_defaults" not in values:
+        values["recipe_defaults"] = filled
     return TrainConfig(**{**recipe, **values}).validated()
 
 

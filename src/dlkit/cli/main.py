@@ -283,6 +283,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
     hints = typing.get_type_hints(TrainConfig)
     for f in _config_fields():
+        if f.metadata.get("flag") == "":  # set by dlkit itself, not a user option
+            continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)

@@ -468,6 +468,8 @@ def category_keys(values):
     import pandas as pd
 
     present = values.notna()
+    if pd.api.types.is_string_dtype(values) and not pd.api.types.is_object_dtype(values):  # pandas' str dtype
+        return values.str.strip().astype(object).where(present, "\0missing")
     keys = pd.Series("\0missing", index=values.index, dtype=object)
     if present.any():
         uniques = pd.unique(values[present])

@@ -62,9 +62,13 @@ class TensorBoardLogger:
                 self.writer.add_scalar(f"{SCALAR_NAMES.get(metric, metric)}/{split}", value, epoch)
         self.writer.add_scalar("lr", record["lr"], epoch)
         self.writer.add_scalar("images_per_s", record["images_per_s"], epoch)
-        # histograms cost ~0.1 s each time: at most ~10 per run, and always the last epoch
-        every = max(1, -(-trainer.cfg.epochs // 10))
-        if self.cfg.tb_histograms and (epoch % every == 0 or epoch == trainer.cfg.epochs):
+        # histograms and figures cost 0.05-0.2 s each: on runs of many short epochs, about 5 of each per run
+        # (always the first and last epochs); long epochs get them every epoch
+        every = max(1, -(-trainer.cfg.epochs // 4)) if record["epoch_s"] < 5 else 1
+        if epoch % every and epoch not in (1, trainer.cfg.epochs):
+            self.writer.flush()
+            return
+        if self.cfg.tb_histograms:
             self._histograms(trainer.model, epoch)
         if self.images and self.classes:
             self._mistakes(trainer, epoch)

@@ -71,6 +71,7 @@ class Trainer:
 
             Image.MAX_IMAGE_PIXELS = cfg.max_image_pixels
         self.data = self._prepare_data()
+        self.cfg = cfg = self.modality.fit_recipe(cfg, len(self.data.train))
         self.task = self.modality.task(self.data.spec)
         if cfg.loss == "auto":
             self.cfg = cfg = replace(cfg, loss=self.task.default_loss)
