@@ -62,6 +62,9 @@ def evaluate_table(predictor, data: str | None, split: str) -> dict[str, Any]:
     from ..data.modality import open_table
     from ..data.source import holdout_indices
 
+    if len(predictor.models) > 1:
+        raise UserError("a CV folder holds one model per fold: evaluate a fold's run folder (its cv.json lists them), "
+                        "or the refit run")
     cfg, spec = predictor.meta.get("config", {}), predictor.spec
     own = data is None or data == cfg.get("data")
     data = cfg.get("data") if own else data

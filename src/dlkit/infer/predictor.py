@@ -73,7 +73,7 @@ class Predictor:
         if meta.get("modality") == "table":
             from .tabular import load_table_predictor
 
-            return load_table_predictor(meta, [m.to(dev) for m in models], dev, files[0])
+            return load_table_predictor(metas, [m.to(dev) for m in models], dev, files[0])
         if len(files) > 1:
             raise UserError(f"{path} is a CV folder of image models; pass one fold's run folder, or the refit run")
         return cls(models[0].to(dev), PreprocessSpec.from_dict(meta["spec"]), meta, dev, files[0])

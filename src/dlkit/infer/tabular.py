@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..data.tables import TableSpec, read_table
@@ -19,28 +20,37 @@ from ..tasks import mean_of_members
 class TablePredictor:
     modality = "table"
 
-    def __init__(self, models: Sequence[torch.nn.Module], spec: TableSpec, meta: dict[str, Any], device: torch.device,
-                 path: Path | None = None):
+    def __init__(self, models: Sequence[torch.nn.Module], specs: Sequence[TableSpec], meta: dict[str, Any],
+                 device: torch.device, path: Path | None = None):
         self.models = [m.eval() for m in models]
-        self.model = self.models[0]
-        self.spec, self.meta, self.device, self.path = spec, meta, device, path
-        self.task = spec.make_task()
+        self.specs = list(specs)  # one per model: each CV fold fitted its own preprocessing on its own rows
+        self.model, self.spec = self.models[0], self.specs[0]
+        self.meta, self.device, self.path = meta, device, path
+        self.task = self.spec.make_task()
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.spec.class_names
 
     @torch.inference_mode()
-    def outputs(self, rows: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        """Model outputs for preprocessed rows, averaged over the models when there are several (CV folds)."""
-        outs = []
-        for model in self.models:
-            parts = [mean_of_members(model(rows[s:s + batch_size].to(self.device))).float().cpu()
-                     for s in range(0, len(rows), batch_size)]
-            outs.append(torch.cat(parts) if parts else torch.zeros(0, self.spec.outputs))
-        if self.spec.task == "classification" and len(outs) > 1:  # average probabilities, as ensembles do
-            return torch.stack([o.softmax(1) for o in outs]).mean(0).log()
-        return torch.stack(outs).mean(0)
+    def outputs(self, rows: torch.Tensor, model: torch.nn.Module | None = None, batch_size: int = 4096) -> torch.Tensor:
+        """One model's outputs (the first, unless given) for rows preprocessed by its own spec."""
+        model = model or self.model
+        parts = [mean_of_members(model(rows[s:s + batch_size].to(self.device))).float().cpu()
+                 for s in range(0, len(rows), batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.spec.outputs)
+
+    def predicted(self, frame, where: str) -> dict[str, Any]:
+        """The task's predictions for a DataFrame; several models (CV folds) are averaged in the target's own units
+        (numbers) or as probabilities (classes)."""
+        if len(self.models) == 1:
+            return self.task.predictions(self.outputs(self.spec.transform(frame, where)))
+        each = [spec.make_task().predictions(self.outputs(spec.transform(frame, where), model))
+                for model, spec in zip(self.models, self.specs)]
+        if self.spec.task == "regression":
+            return {"prediction": np.mean([e["prediction"] for e in each], axis=0).tolist()}
+        probs = torch.stack([e["probabilities"] for e in each]).mean(0)
+        return self.task.predictions(probs.log())
 
     def read(self, table, where: str | None = None):
         """A DataFrame from a path or a DataFrame, with notes about columns the model does not use."""
@@ -87,8 +97,7 @@ class TablePredictor:
         if unseen:
             notes.append("unseen categories went to the unknown bucket: " +
                          ", ".join(f"{k} ({v} row(s))" for k, v in unseen.items()))
-        rows = self.spec.transform(frame, where)
-        predicted = self.task.predictions(self.outputs(rows))
+        predicted = self.predicted(frame, where)
         ids = self._id_column(frame, id_column)
         out = pd.DataFrame({ids: frame[ids].to_numpy()} if ids else {})
         name = self.spec.target
@@ -113,9 +122,9 @@ class TablePredictor:
         return self.predict_frame(table, id_column)[0]
 
 
-def load_table_predictor(meta: dict[str, Any], models: Sequence[torch.nn.Module], device: torch.device,
+def load_table_predictor(metas: Sequence[dict[str, Any]], models: Sequence[torch.nn.Module], device: torch.device,
                          path: Path) -> TablePredictor:
-    return TablePredictor(models, TableSpec.from_dict(meta["spec"]), meta, device, path)
+    return TablePredictor(models, [TableSpec.from_dict(m["spec"]) for m in metas], metas[0], device, path)
 
 
 def write_predictions(frame, out: Path, overwrite: bool = False) -> Path:
