@@ -164,3 +164,18 @@ def test_permutation_importance_ranks_the_columns_the_target_depends_on(tmp_path
     noise = next(r for r in metrics["permutation_importance"] if r["column"] == "noise")
     assert noise["importance"] < 0.1 * metrics["permutation_importance"][0]["importance"]
     assert (run.dir / "plots" / "importance.png").is_file() and (run.dir / "plots" / "regression.png").is_file()
+
+
+def test_per_class_metrics_match_scikit_learn_including_a_class_never_predicted():
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from dlkit.evaluation.metrics import classification_metrics
+
+    gen = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(300, 4, generator=gen), torch.randint(0, 4, (300,), generator=gen)
+    logits[:, 3] = -10  # class 3 is never predicted: its precision is undefined and reported as 0
+    m = classification_metrics(logits, labels, ["a", "b", "c", "d"])
+    p, r, f, s = precision_recall_fscore_support(labels, logits.argmax(1), labels=range(4), zero_division=0)
+    for key, expected in (("precision", p), ("recall", r), ("f1", f), ("support", s)):
+        assert [c[key] for c in m["per_class"]] == pytest.approx(list(expected), abs=1e-6)
+    assert m["confusion_matrix"] == confusion_matrix(labels, logits.argmax(1), labels=range(4)).tolist()
