@@ -179,3 +179,19 @@ def test_per_class_metrics_match_scikit_learn_including_a_class_never_predicted(
     for key, expected in (("precision", p), ("recall", r), ("f1", f), ("support", s)):
         assert [c[key] for c in m["per_class"]] == pytest.approx(list(expected), abs=1e-6)
     assert m["confusion_matrix"] == confusion_matrix(labels, logits.argmax(1), labels=range(4)).tolist()
+
+
+def test_run_files_honour_the_umask_like_tensorboard_does(tmp_path):
+    import os
+    import stat
+
+    data = regression_csv(tmp_path / "t.csv")
+    old = os.umask(0o022)
+    try:
+        run = dlkit.train(data=str(data), target="y", epochs=1, out=str(tmp_path / "run"), quiet=True)
+    finally:
+        os.umask(old)
+    files = [run.dir / "config.yaml", run.dir / "summary.json", run.dir / "report.html", run.checkpoint,
+             run.dir / "checkpoints" / "last.state.safetensors", run.dir / "metrics.jsonl"]
+    assert {oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {"0o644"}
+    assert not list(run.dir.rglob("*.tmp"))  # still written through a temp file and a rename
