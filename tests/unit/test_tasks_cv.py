@@ -195,3 +195,25 @@ def test_run_files_honour_the_umask_like_tensorboard_does(tmp_path):
              run.dir / "checkpoints" / "last.state.safetensors", run.dir / "metrics.jsonl"]
     assert {oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {"0o644"}
     assert not list(run.dir.rglob("*.tmp"))  # still written through a temp file and a rename
+
+
+@pytest.mark.parametrize("split_name", ["train", "training"])
+def test_a_folder_holding_only_train_is_split_not_one_class(tmp_path, split_name):
+    from fakedata import make_class_folders
+
+    from dlkit.data import open_source
+
+    make_class_folders(tmp_path / "data" / split_name, ("蚂蚁", "蜜蜂"), per_class=10, size=8)
+    source = open_source(str(tmp_path / "data"), val_split=0.2)
+    assert source.classes == ["蚂蚁", "蜜蜂"] and source.layout == "train/val split folders"
+    assert (len(source.train), len(source.val)) == (16, 4)
+    assert any("validation is a stratified 0.2" in n for n in source.notes)
+
+
+def test_a_class_named_train_beside_other_classes_stays_a_class(tmp_path):
+    from fakedata import make_class_folders
+
+    from dlkit.data import open_source
+
+    make_class_folders(tmp_path / "vehicles", ("bus", "train"), per_class=5, size=8)
+    assert open_source(str(tmp_path / "vehicles")).classes == ["bus", "train"]

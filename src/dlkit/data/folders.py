@@ -95,4 +95,10 @@ def find_split_dirs(folder: Path) -> dict[str, Path]:
             for candidate in (folder / alias, folder / alias.capitalize()):
                 if candidate.is_dir() and split not in found:
                     found[split] = candidate
-    return found if "train" in found and len(found) > 1 else {}
+    if "train" not in found:
+        return {}
+    if len(found) > 1:
+        return found
+    # train/ alone is a split folder only when nothing else is beside it (else "train" may be a class, as in vehicles)
+    others = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p != found["train"]]
+    return found if not others else {}

@@ -67,6 +67,11 @@ def _split_folders_load(path: Path, val_split: float, seed: int) -> DataSource:
     samples = {split: _to_samples(scan, classes, dirs[split]) for split, scan in scans.items()}
     train = samples["train"]
     check_classes(classes, train.labels, str(dirs["train"]))
+    if "val" not in samples and "test" not in samples:  # train/ alone: hold part of it out
+        source = _split(scans["train"], classes, str(dirs["train"]), val_split, seed)
+        source.notes.append(f"{path.name}/ holds only {dirs['train'].name}/: validation is a stratified "
+                            f"{val_split:g} of it (--val-split)")
+        return source
     val = samples["val"] if "val" in samples else samples["test"]
     source = DataSource("", "", classes, train, val, samples.get("test"))
     source.notes += _ignored_notes(scans.values())
@@ -146,7 +151,8 @@ LAYOUTS.register("MNIST-style IDX files", help="train-images-idx3-ubyte[.gz] + l
     (idx.has_idx, _idx_load))
 LAYOUTS.register("CIFAR-10 python batches", help="data_batch_1..5 + test_batch (+ batches.meta), or cifar-10-batches-py/")(
     (lambda p: cifar.find_cifar_dir(p) is not None, _cifar_load))
-LAYOUTS.register("train/val split folders", help="train/<class>/*.jpg + val/<class>/*.jpg (or test/); label folders inside work too")(
+LAYOUTS.register("train/val split folders", help="train/<class>/*.jpg + val/<class>/*.jpg (or test/; train/ alone: split --val-split); "
+                                                   "label folders inside work too")(
     (lambda p: bool(find_split_dirs(p)), _split_folders_load))
 LAYOUTS.register("label folders", help="X_image/<name>.jpg beside X_label/<name>.txt holding the class name; split --val-split")(
     (lambda p: bool(label_folder_pairs(p)), _single_folder_load))
