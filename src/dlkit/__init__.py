@@ -6,6 +6,10 @@
 """
 __version__ = "0.1.0"
 
+import time as _time  # noqa: E402
+
+_IMPORTED = _time.time()  # the fallback for "seconds since the process started" where /proc is missing
+
 from .errors import UserError  # noqa: E402
 
 _LAZY = {

@@ -81,6 +81,10 @@ class TrainConfig:
     batch_size: int | str = opt(128, "images per step, or auto: the largest power of two that fits in memory",
                                 parse=int_or_auto)
     patience: int | None = opt(None, "stop early after this many epochs without a better monitored validation metric")
+    val_every: int | None = opt(None, "also validate every N training steps, not only at each epoch's end (best "
+                                "checkpoint, --patience and --stop-at then act at that granularity)")
+    stop_at: float | None = opt(None, "stop as soon as the monitored validation metric reaches this value "
+                                "(>= for accuracy and R2, <= for losses and errors)")
     monitor: str | None = opt(None, "validation metric that picks the best checkpoint: val_acc (classes, default), "
                               "val_rmse (numbers, default), val_loss, val_mae, val_r2, val_rmsle")
     nan_policy: str = opt("stop", "on a NaN/inf loss: stop (keeping the last good checkpoint) or skip the batch",
@@ -118,6 +122,7 @@ class TrainConfig:
         require(self.image_size is None or self.image_size >= 4, f"--image-size must be at least 4 (got {self.image_size})")
         require(self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0 (got {self.warmup_epochs})")
         require(self.patience is None or self.patience >= 1, f"--patience must be at least 1 (got {self.patience})")
+        require(self.val_every is None or self.val_every >= 1, f"--val-every must be at least 1 (got {self.val_every})")
         require(self.folds is None or self.folds >= 2, f"--folds must be at least 2 (got {self.folds})")
         require(self.folds is None or 0 <= self.fold < self.folds, f"--fold must be in 0..{(self.folds or 1) - 1} (got {self.fold})")
         require(self.monitor is None or self.monitor.startswith(("val_", "train_")),

@@ -64,6 +64,21 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def process_seconds() -> float:
+    """Seconds since this process started (from /proc on Linux; since dlkit was imported elsewhere), so run times
+    include interpreter start-up and imports, as a stopwatch around the shell command would."""
+    import time
+
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, IndexError, StopIteration):
+        from . import _IMPORTED
+
+        return time.time() - _IMPORTED
+
+
 def native_bf16_cpu() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX): there autocast speeds up convs and matmuls;
     elsewhere bf16 is emulated and slower than fp32."""

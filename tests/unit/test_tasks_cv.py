@@ -217,3 +217,21 @@ def test_a_class_named_train_beside_other_classes_stays_a_class(tmp_path):
 
     make_class_folders(tmp_path / "vehicles", ("bus", "train"), per_class=5, size=8)
     assert open_source(str(tmp_path / "vehicles")).classes == ["bus", "train"]
+
+
+def test_val_every_validates_within_epochs_and_stop_at_ends_the_run_where_it_is_reached(tmp_path):
+    data = regression_csv(tmp_path / "t.csv", n=400)
+    run = dlkit.train(data=str(data), target="y", epochs=50, batch_size=16, val_every=3, monitor="val_r2",
+                      stop_at=0.9, out=str(tmp_path / "run"), **FAST)
+    within = [r for r in run.history if r.get("within_epoch")]
+    assert within and all(r["step"] % 3 == 0 for r in within)
+    stopped = run.summary["stopped"]
+    reached = next(r for r in run.history if r["val_r2"] >= 0.9)  # the first validation at or past the target
+    assert stopped["step"] == reached["step"] and stopped["value"] == reached["val_r2"]
+    assert run.summary["epochs"] < 50 and run.history[-1]["step"] == stopped["step"]  # no step after it
+    assert stopped["seconds_from_process_start"] > 0 and "--stop-at 0.9" in stopped["reason"]
+    metrics = json.loads((run.dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["step"] == 3 and metrics["within_epoch"]  # the first check, at step 3, is on disk
+    timing = run.summary["timing"]
+    assert timing["total_s"] >= timing["setup_s"] + timing["train_s"] + timing["val_s"] - 1e-6
+    assert timing["val_s"] > 0 and timing["train_s"] > 0

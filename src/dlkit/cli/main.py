@@ -49,8 +49,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _closing(s: dict) -> str:
     best = ", ".join(f"{k} {v:.4g}" for k, v in s.get("best_metrics", {}).items() if k != "val_loss")
-    return (f"done: best {best} at epoch {s['best_epoch']}, {s['wall_s']:.1f}s, "
-            f"{s['images_per_s']:,.0f} {'rows' if s.get('modality') == 'table' else 'img'}/s on {s['device']}\n"
+    t = s.get("timing", {})
+    parts = f" (setup {t['setup_s']:.1f}s, training {t['train_s']:.1f}s, validation {t['val_s']:.1f}s, " \
+            f"writing {t['write_s']:.1f}s)" if t else ""
+    stopped = f"  stopped:     {s['stopped']['reason']} at step {s['stopped']['step']}\n" if s.get("stopped") else ""
+    return (f"done: best {best} at epoch {s['best_epoch']:g}, {s['images_per_s']:,.0f} "
+            f"{'rows' if s.get('modality') == 'table' else 'img'}/s on {s['device']}\n"
+            f"  time:        {t.get('total_s', s['wall_s']):.1f}s from process start{parts}\n" + stopped +
             f"  run:         {s['run_dir']}\n  checkpoint:  {s['checkpoint']}\n"
             + (f"  tensorboard: tensorboard --logdir {s['tensorboard']}\n" if s.get("tensorboard") else "")
             + f"  predict:     dlkit predict {s['run_dir']} "

@@ -41,7 +41,7 @@ def prepare_data(source: DataSource, image_size: int | None, channels: int | Non
     notes = list(source.notes)
     train, train_notes = prepare_split(source.train, spec, cache, strict, disk_cache)
     val, val_notes = prepare_split(source.val, spec, cache, strict, disk_cache)
-    notes += train_notes + val_notes
+    notes = list(dict.fromkeys(notes + train_notes + val_notes))  # a note both splits raise (the disk cache's) once
     if source.mean is not None and len(source.mean) == channels:
         mean, std = source.mean, source.std
     elif train.images is not None:

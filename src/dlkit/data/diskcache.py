@@ -31,21 +31,36 @@ def load_cached(key: str) -> tuple[Samples, list[str], torch.Tensor] | None:
     from ..storage import load_tensors
 
     path = cache_dir() / f"{key}.safetensors"
-    if not path.is_file():
-        return None
     try:
+        if not path.is_file():
+            return None
         tensors, meta = load_tensors(path)
-    except UserError:
+    except UserError:  # damaged: decode again, and let the fresh copy replace it
         path.unlink(missing_ok=True)
+        return None
+    except OSError:  # an unreadable cache folder is no worse than no cache
         return None
     return Samples(tensors["labels"], tensors["images"]), list(meta.get("notes", [])), tensors["kept"]
 
 
-def store(key: str, decoded: Samples, notes: list[str], kept: torch.Tensor) -> None:
+def store(key: str, decoded: Samples, notes: list[str], kept: torch.Tensor) -> str | None:
+    """Write the decoded folder to the cache; on failure return a note instead of raising.
+
+    The cache only saves time, so a read-only home (common in containers and on clusters) or a full disk must not
+    stop training: the run goes on decoding, and the note says why the next run will decode again.
+    """
+    from ..errors import UserError
     from ..storage import save_tensors
 
+    folder = cache_dir()
     try:
-        save_tensors(cache_dir() / f"{key}.safetensors",
+        save_tensors(folder / f"{key}.safetensors",
                      {"images": decoded.images, "labels": decoded.labels, "kept": kept}, {"notes": notes})
-    except OSError:
-        pass  # a cache that cannot be written (read-only home, full disk) must not stop training
+    except (OSError, UserError) as e:
+        # save_tensors reports a failed write as a UserError (with resume advice meant for checkpoints); the
+        # OSError behind it holds the plain reason
+        cause = e.__context__ if isinstance(e, UserError) and isinstance(e.__context__, OSError) else e
+        reason = getattr(cause, "strerror", None) or str(cause)
+        return (f"decoded images not cached: cannot write {folder} ({reason}); going on without the cache "
+                "(set DLKIT_CACHE_DIR to a writable folder, or pass --no-disk-cache)")
+    return None

@@ -47,8 +47,8 @@ def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep:
         decoded, notes = decode_files(samples, channels, size, strict, keep=True)
         good = set(decoded.paths)
         kept = torch.tensor([i for i, p in enumerate(samples.paths) if p in good], dtype=torch.int64)
-        diskcache.store(key, decoded, notes, kept)
-        return decoded, notes
+        failed = diskcache.store(key, decoded, notes, kept)
+        return decoded, notes + ([failed] if failed else [])
 
     def decode(path: Path):
         try:

@@ -29,7 +29,7 @@ def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict
         f"(chosen by {_e(summary.get('monitor', 'val_acc'))}).</p>",
         _section("Curves", _plot(plots / "curves.png") + _plot(plots / "lr.png")),
         _section("Metrics per epoch", _table(["epoch", *[k.replace("_", " ") for k in keys], "lr", "samples/s"],
-                 [[r["epoch"], *[_num(r.get(k)) for k in keys], f"{r['lr']:.2e}", f"{r['images_per_s']:,.0f}"]
+                 [[r["epoch"], *[_num(r.get(k)) for k in keys], f"{r['lr']:.2e}", f"{r['images_per_s']:,.0f}" if "images_per_s" in r else "(within epoch)"]
                   for r in history])),
     ]
     if spec_lines:
@@ -80,7 +80,14 @@ def _environment(summary: dict, device: str) -> dict[str, Any]:
 
     from .. import __version__
 
-    return {"wall time": f"{summary['wall_s']:.1f} s", "training speed": f"{summary['images_per_s']:,.0f} samples/s (median of epochs)",
+    t = summary.get("timing") or {}
+    timing = (f"{t['total_s']:.1f} s from process start: setup and decoding {t['setup_s']:.1f} s, training steps "
+              f"{t['train_s']:.1f} s, validation {t['val_s']:.1f} s, writing {t['write_s']:.1f} s (until the report)"
+              if t else f"{summary['wall_s']:.1f} s")
+    stopped = {"stopped early": f"{summary['stopped']['reason']} at step {summary['stopped']['step']}, "
+                                f"{summary['stopped']['seconds_from_process_start']:.1f} s from process start"} \
+        if summary.get("stopped") else {}
+    return {"wall time": timing, **stopped, "training speed": f"{summary['images_per_s']:,.0f} samples/s (median of epochs)",
             "device": device, "train / val samples": f"{summary.get('train_samples')} / {summary.get('val_samples')}",
             "parameters": f"{summary.get('parameters', 0):,}", "dlkit": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "python": platform.python_version(),

@@ -21,7 +21,7 @@ class RunArtifacts:
         logits, labels = self._best_logits(trainer)
         metrics = task.report_metrics(logits, labels)
         plots = run / "plots"
-        figures.save(figures.curves_figure({run.name: trainer.history}), plots / "curves.png")
+        figures.save(figures.curves_figure({run.name: trainer.history}, trainer.step_losses), plots / "curves.png")
         figures.save(figures.lr_figure(trainer.history), plots / "lr.png")
         if task.name == "classification":
             self._classification(trainer, metrics, logits, labels, plots)

@@ -66,7 +66,7 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
 CURVE_METRICS = {"acc": "accuracy", "rmse": "RMSE (target units)"}
 
 
-def curves_figure(histories: dict[str, list[dict[str, Any]]]):
+def curves_figure(histories: dict[str, list[dict[str, Any]]], step_losses: list | None = None):
     """Loss and the headline metric (accuracy, or RMSE for numbers) per epoch, train dashed and validation solid,
     one colour per run (the d2l Animator). Markers when there are few epochs, so one epoch still shows."""
     fig, (loss_ax, metric_ax) = plt().subplots(1, 2, figsize=(11, 4))
@@ -77,12 +77,15 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]]):
         epochs = [r["epoch"] for r in history]
         prefix = f"{name} " if len(histories) > 1 else ""
         marker = "o" if len(history) <= 20 else None
+        ends = [r for r in history if not r.get("within_epoch")]  # --val-every adds points within epochs
         for ax, key in ((loss_ax, "loss"), (metric_ax, metric)):
             if f"train_{key}" in first:
-                ax.plot(epochs, [r.get(f"train_{key}") for r in history], "--", color=color, marker=marker,
-                        label=f"{prefix}train")
+                ax.plot([r["epoch"] for r in ends], [r.get(f"train_{key}") for r in ends], "--", color=color,
+                        marker=marker, label=f"{prefix}train (epoch mean)")
             ax.plot(epochs, [r.get(f"val_{key}") for r in history], "-", color=color, marker=marker,
                     label=f"{prefix}val")
+    if step_losses:  # the training loss every few steps: a 1-epoch run still has a curve
+        loss_ax.plot(*zip(*step_losses), color="C0", alpha=0.35, lw=1, label="train (steps)")
     for ax, label in ((loss_ax, "loss"), (metric_ax, CURVE_METRICS[metric])):
         ax.xaxis.set_major_locator(_integer_ticks())
         ax.set(xlabel="epoch", ylabel=label)

@@ -21,7 +21,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     best_text = f"{monitor.removeprefix('val_')} {value:.4g}" if monitor and value is not None else \
         (f"acc {best:.4f}" if best is not None else "")
     return {"name": run_dir.name, "data": Path(str(config.get("data", "?"))).name or config.get("data"),
-            "model": config.get("model", "?"), "epochs": len(history),
+            "model": config.get("model", "?"), "epochs": len([r for r in history if not r.get("within_epoch")]),
             "best_val_acc": summary.get("best_val_acc", best), "best": best_text, "wall_s": summary.get("wall_s"),
             "images_per_s": summary.get("images_per_s"), "finished": bool(summary), "dir": str(run_dir)}
 

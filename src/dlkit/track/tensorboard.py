@@ -76,6 +76,13 @@ class TensorBoardLogger:
             self._pr_and_confusion(trainer, epoch)
         self.writer.flush()
 
+    def on_validation_end(self, trainer, record: dict[str, Any]) -> None:
+        """--val-every: validation within epochs, against the global step."""
+        for key, value in record.items():
+            if key.startswith("val_") and isinstance(value, float):
+                metric = key.removeprefix("val_")
+                self.writer.add_scalar(f"{SCALAR_NAMES.get(metric, metric)}/val_by_step", value, trainer.step)
+
     def _histograms(self, model: torch.nn.Module, epoch: int) -> None:
         for name, p in model.named_parameters():
             name = name.removeprefix("net.")

@@ -29,7 +29,8 @@ from .. import storage as ckpt
 from . import resume
 from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
-from ..device import amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, resolve_device
+from ..device import (amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, process_seconds,
+                      resolve_device)
 from ..tasks import task_meta
 from .loop import StepParts, epoch_metrics, new_totals, predict_logits, train_one_epoch
 from .optim import OPTIMIZERS, lr_multiplier
@@ -44,6 +45,10 @@ class TrainingInterrupted(Exception):
         super().__init__(f"{signal.Signals(signum).name} at step {step}: saved {run_dir}/checkpoints/last.safetensors")
 
 
+class _StopNow(Exception):
+    """--stop-at was reached by a validation within the epoch: the epoch ends at this step."""
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, console: Console | None = None, resume: str | Path | None = None):
         self.cfg, self.console = cfg, console or Console()
@@ -52,6 +57,9 @@ class Trainer:
         self.best_value: float | None = None   # of the monitored validation metric
         self.history: list[dict[str, Any]] = []
         self.should_stop = False
+        self.stopped: dict[str, Any] | None = None   # why training ended before --epochs, when it did
+        self.seconds = {"train": 0.0, "val": 0.0}
+        self.step_losses: list[tuple[float, float]] = []  # (fractional epoch, loss) every few steps, for plots
         self.totals = self.resume_totals = self.epoch_order_state = None
         self._signal: int | None = None
 
@@ -161,7 +169,8 @@ class Trainer:
         self.console.print(f"model: {cfg.model} ({_count(self.model):,} parameters) | {cfg.optimizer} lr {cfg.lr:g} "
                            f"| {cfg.epochs} epochs x {self.steps_per_epoch} steps of {cfg.batch_size} "
                            f"| {self.device_label} | run: {self.run_dir}")
-        started = time.perf_counter()
+        self.fit_started = started = time.perf_counter()
+        self.setup_s = process_seconds()  # process start to the first step: imports, reading, decoding, probes
         self._emit("on_fit_start")
         try:
             with self._signals_caught():
@@ -177,7 +186,17 @@ class Trainer:
         summary = self.summary(time.perf_counter() - started)
         ckpt.atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         self._emit("on_fit_end", summary)
+        summary["timing"] = self.timing()  # again, now that the report and the last checkpoint are written
+        ckpt.atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
+
+    def timing(self) -> dict[str, float]:
+        """Where the time went, from process start: setup and decoding, training steps, validation, and the rest
+        (checkpoints, TensorBoard, report)."""
+        total = process_seconds()
+        train, val = self.seconds["train"], self.seconds["val"]
+        return {"total_s": round(total, 2), "setup_s": round(self.setup_s, 2), "train_s": round(train, 2),
+                "val_s": round(val, 2), "write_s": round(max(0.0, total - self.setup_s - train - val), 2)}
 
     # ---- views for callbacks -----------------------------------------------------------------------------------
 
@@ -206,27 +225,21 @@ class Trainer:
         else:
             self.epoch_order_state = self.train_batches.generator.get_state()
             self.totals, self.step_in_epoch = new_totals(self.device), 0
-        self.images_this_epoch = 0
+        self.images_this_epoch, self.val_s_this_epoch = 0, 0.0
         try:
             train = train_one_epoch(self.parts, self.train_batches, self.totals, self._on_step)
         except OutOfMemory:
             raise UserError(f"out of memory at batch size {self.cfg.batch_size} on {self.device_label}; "
                             f"try --batch-size {max(1, self.cfg.batch_size // 2)} or --batch-size auto") from None
-        train_s = time.perf_counter() - started
+        except _StopNow:
+            train = epoch_metrics(self.totals)  # the epoch so far
+        train_s = time.perf_counter() - started - self.val_s_this_epoch
+        self.seconds["train"] += train_s
         self._check_finite(train["loss"])
         self.step_in_epoch = 0
-        logits, labels = predict_logits(self.parts.model, self.val_batches, self.parts.inputs, self.parts.autocast)
-        self.val_logits, self.val_labels = logits, labels  # callbacks draw mistakes, PR curves, confusion from these
         record = {"epoch": self.epoch, "step": self.step,
-                  **self.task.train_record(train["loss"], train["score"], train["count"]),
-                  **self.task.val_metrics(logits, labels, self.parts.loss_fn)}
-        if self.monitor not in record:
-            raise UserError(f"--monitor {self.monitor} is not a metric of this run; it has "
-                            f"{', '.join(k for k in record if k.startswith(('val_', 'train_')))}")
-        value = record[self.monitor]
-        best = self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value)
-        if best:
-            self.best_value, self.best_epoch = value, self.epoch
+                  **self.task.train_record(train["loss"], train["score"], train["count"]), **self._validate()}
+        best = self._consider(record)
         record.update({"lr": self.parts.optimizer.param_groups[0]["lr"],
                        "images_per_s": self.images_this_epoch / max(train_s, 1e-9),
                        "epoch_s": time.perf_counter() - started, "best": best})
@@ -235,16 +248,66 @@ class Trainer:
             self.console.print(f"note: skipped {train['skipped']} batch(es) with a non-finite loss (--nan-policy skip-batch)")
         return record
 
+    def _validate(self) -> dict[str, float]:
+        """The validation split's metrics, over all of it; its outputs are kept for callbacks (mistakes, PR curves)."""
+        started = time.perf_counter()
+        logits, labels = predict_logits(self.parts.model, self.val_batches, self.parts.inputs, self.parts.autocast)
+        self.val_logits, self.val_labels = logits, labels
+        metrics = self.task.val_metrics(logits, labels, self.parts.loss_fn)
+        elapsed = time.perf_counter() - started
+        self.seconds["val"] += elapsed
+        self.val_s_this_epoch += elapsed
+        return metrics
+
+    def _consider(self, record: dict[str, Any]) -> bool:
+        """Whether `record` is the best so far by the monitored metric (then remembered), and --stop-at."""
+        if self.monitor not in record:
+            raise UserError(f"--monitor {self.monitor} is not a metric of this run; it has "
+                            f"{', '.join(k for k in record if k.startswith(('val_', 'train_')))}")
+        value = record[self.monitor]
+        best = self.best_value is None or (value > self.best_value if self.maximize else value < self.best_value)
+        if best:
+            self.best_value, self.best_epoch = value, record["epoch"]
+        target = self.cfg.stop_at
+        if target is not None and self.stopped is None and (value >= target if self.maximize else value <= target):
+            self.should_stop = True
+            self.stopped = {"reason": f"{self.monitor} reached --stop-at {target:g}", "value": value,
+                            "epoch": record["epoch"], "step": self.step,
+                            "seconds_from_process_start": round(process_seconds(), 2)}
+            self.console.print(f"stop: {self.monitor} {value:.4g} reached --stop-at {target:g} at step {self.step} "
+                               f"(epoch {record['epoch']:g}), {process_seconds():.1f}s after the process started")
+        return best
+
+    def _validate_within_epoch(self) -> None:
+        """--val-every: a validation at this step; it may save `best` and stop the run (--stop-at)."""
+        record = {"epoch": round(self.epoch - 1 + self.step_in_epoch / self.steps_per_epoch, 4), "step": self.step,
+                  **self._validate(), "lr": self.parts.optimizer.param_groups[0]["lr"], "within_epoch": True}
+        self.parts.model.train()
+        record["best"] = self._consider(record)
+        self.history.append(record)
+        if record["best"]:
+            self.save_checkpoint("best")
+        self.console.print(f"  step {self.step} (epoch {record['epoch']:g}): "
+                           + "  ".join(f"{k.removeprefix('val_')} {v:.4g}" for k, v in record.items()
+                                       if k.startswith("val_")) + (" *" if record["best"] else ""))
+        self._emit("on_validation_end", record)
+        if self.should_stop:
+            raise _StopNow
+
     def _on_step(self, batch_size: int, loss: torch.Tensor) -> None:
         self.step += 1
         self.step_in_epoch += 1
         self.images_this_epoch += batch_size
+        if self.step % max(1, self.steps_per_epoch // 25) == 0:  # a curve worth looking at, without a sync per step
+            self.step_losses.append((self.epoch - 1 + self.step_in_epoch / self.steps_per_epoch, float(loss)))
         self._emit("on_batch_end", batch_size, loss)
         if self._signal is not None:
             self._save_mid_epoch()
             raise TrainingInterrupted(self._signal, self.run_dir, self.step)
         if self.cfg.save_every_steps and self.step % self.cfg.save_every_steps == 0:
             self._save_mid_epoch()
+        if self.cfg.val_every and self.step % self.cfg.val_every == 0 and self.step_in_epoch < self.steps_per_epoch:
+            self._validate_within_epoch()
 
     def _save_mid_epoch(self) -> None:
         self._check_finite(epoch_metrics(self.totals)["loss"])  # never let NaN weights replace a good `last`
@@ -283,9 +346,10 @@ class Trainer:
 
     def summary(self, wall_s: float) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
-        rates = [r["images_per_s"] for r in self.history]
+        rates = [r["images_per_s"] for r in self.history if "images_per_s" in r]
         metrics = {k: last.get(k) for k in last if k.startswith(("train_", "val_"))}
         best_record = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
+        epochs = [r for r in self.history if not r.get("within_epoch")]
         return {
             "run_dir": str(self.run_dir), "checkpoint": str(self.run_dir / "checkpoints" / "best.safetensors"),
             "tensorboard": str(self.run_dir / "tb") if self.cfg.tensorboard else None,
@@ -295,7 +359,8 @@ class Trainer:
             "best_metrics": {k: v for k, v in best_record.items() if k.startswith("val_")}, **metrics,
             "images_per_s": float(np.median(rates)) if rates else None, "device": self.device_label,
             "memory_format": "channels_last" if self.parts.inputs.channels_last else "contiguous",
-            "wall_s": round(wall_s, 2), "train_samples": len(self.data.train), "val_samples": len(self.data.val),
+            "wall_s": round(wall_s, 2), "timing": self.timing(), "stopped": self.stopped,
+            "validations": len(self.history) - len(epochs), "train_samples": len(self.data.train), "val_samples": len(self.data.val),
             "parameters": _count(self.model),
         }
 
