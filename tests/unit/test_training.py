@@ -1,6 +1,10 @@
 """Training internals: both data paths, augmentation, schedules, losses, optimizers, early stopping, built-in errors."""
+import ctypes
 import math
+import os
 import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -90,15 +94,62 @@ def test_a_diverging_loss_stops_with_advice(tmp_path):
                     out=str(tmp_path / "run"), tensorboard=False, quiet=True)
 
 
-def test_missing_builtin_files_offline_name_what_to_put_where(tmp_path, monkeypatch):
+def test_missing_builtin_files_offline_name_what_to_put_where_and_why(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
 
-    def offline(*args, **kwargs):
-        raise OSError("network is unreachable")
+    def offline(*args, **kwargs):  # what torchvision raises when every mirror fails
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
+                           "<urlopen error [Errno -3] Temporary failure in name resolution>\n")
 
     monkeypatch.setattr(tvd, "FashionMNIST", offline)
-    with pytest.raises(UserError, match=r"train-images-idx3-ubyte.gz.*--data-dir"):
+    with pytest.raises(UserError, match=r"download failed \(.*Temporary failure in name resolution.*"
+                                        r"train-images-idx3-ubyte.gz.*--data-dir"):
         dlkit.train(data="fashion-mnist", data_dir=str(tmp_path), epochs=1, quiet=True)
+
+
+def test_a_full_disk_while_fetching_a_builtin_is_not_called_a_failed_download(tmp_path, monkeypatch):
+    import errno
+
+    import torchvision.datasets as tvd
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "raw" / "train-images-idx3-ubyte"))
+
+    monkeypatch.setattr(tvd, "FashionMNIST", full_disk)
+    with pytest.raises(UserError) as refused:
+        dlkit.train(data="fashion-mnist", data_dir=str(tmp_path), epochs=1, quiet=True)
+    message = str(refused.value)
+    assert "No space left on device" in message and "train-images-idx3-ubyte" in message
+    assert "download failed" not in message and "free space" in message
+
+
+def drop_root_override():
+    """preexec_fn: root writes into read-only folders (CAP_DAC_OVERRIDE); take that power from the child, so a
+    read-only folder is as read-only to it as to any other user. A no-op for other users."""
+    if os.geteuid() != 0:
+        return
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):  # dropped from the bounding set: gone after exec
+        if prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="drops root's override with Linux's prctl")
+def test_a_read_only_disk_cache_costs_one_note_not_the_run(folder, tmp_path):
+    cache = tmp_path / "read-only-cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "dlkit.cli.main", "train", "--data", str(folder), "--model", "mlp",
+                           "--image-size", "12", "--epochs", "1", "--batch-size", "4", "--out", str(run),
+                           "--no-tensorboard", "--no-report"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DLKIT_CACHE_DIR": str(cache)}, preexec_fn=drop_root_override)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = [line for line in proc.stdout.splitlines() if "not cached" in line]
+    assert len(notes) == 1 and "Permission denied" in notes[0] and "DLKIT_CACHE_DIR" in notes[0], proc.stdout
+    assert not list(cache.iterdir())  # the child really could not write there
+    assert (run / "checkpoints" / "best.safetensors").is_file()
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):

@@ -1,6 +1,8 @@
 """Built-in datasets: bundled digits (offline), and MNIST, Fashion-MNIST, CIFAR-10 read from local files or downloaded."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tarfile
 from pathlib import Path
@@ -66,12 +68,38 @@ def _idx_folder(folder: Path, torchvision_name: str) -> Path | None:
 def _download_torchvision(torchvision_name: str, folder: Path, name: str, expected: str) -> None:
     import torchvision.datasets as tvd
 
-    try:
+    with _fetching(name, folder, expected):
         for train in (True, False):
             getattr(tvd, torchvision_name)(str(folder), train=train, download=True)
-    except Exception as e:  # offline, or a mirror down
-        raise UserError(f"{name} files not found in {folder} and the download failed ({type(e).__name__}); "
-                        f"put {expected} in {folder} or pass --data-dir") from None
+
+
+# errnos that mean this machine's disk or permissions, not the network, stopped the download
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.ENOTDIR,
+                 errno.EISDIR, errno.ENAMETOOLONG}
+
+
+@contextlib.contextmanager
+def _fetching(name: str, folder: Path, expected: str):
+    """Turn a failed download into a one-line error that names its real cause: a full disk or a read-only folder
+    is not a network problem, and a user cannot act on "download failed" when it was one."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _LOCAL_ERRNOS:
+            raise _download_failed(name, folder, expected, e) from None
+        where = f"{e.filename}: " if e.filename else ""
+        raise UserError(f"{name}: could not write its files in {folder} ({where}{e.strerror}); free space or fix "
+                        f"permissions there, or pass --data-dir to a folder holding {expected}") from None
+    except Exception as e:  # torchvision wraps network errors in RuntimeError("Error downloading ..."); others too
+        raise _download_failed(name, folder, expected, e) from None
+
+
+def _download_failed(name: str, folder: Path, expected: str, error: Exception) -> UserError:
+    # torchvision's message ends with the underlying error ("Tried <mirror>, got: <urlopen error ...>")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = f"{type(error).__name__}: {lines[-1][:160]}" if lines else type(error).__name__
+    return UserError(f"{name} files not found in {folder} and the download failed ({reason}); "
+                     f"put {expected} in {folder} or pass --data-dir")
 
 
 BUILTINS.register("mnist", help="MNIST handwritten digits, 28x28 grayscale, 60k train / 10k test")(
@@ -98,10 +126,7 @@ def _download_cifar10(folder: Path) -> None:
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import download_url
 
-    try:
+    with _fetching("cifar10", folder, "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"):
         download_url(CIFAR10.url, str(folder), CIFAR10.filename, CIFAR10.tgz_md5)
-    except Exception as e:
-        raise UserError(f"cifar10 files not found in {folder} and the download failed ({type(e).__name__}); "
-                        f"put cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta) in {folder} or pass --data-dir") from None
-    with tarfile.open(folder / CIFAR10.filename) as archive:
-        archive.extractall(folder, filter="data")  # "data" refuses ../ and absolute paths
+        with tarfile.open(folder / CIFAR10.filename) as archive:
+            archive.extractall(folder, filter="data")  # "data" refuses ../ and absolute paths
