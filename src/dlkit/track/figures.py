@@ -13,7 +13,16 @@ def plt():
     matplotlib.use("Agg")  # no screen needed, in tests or on servers
     import matplotlib.pyplot as pyplot
 
+    from .fonts import use_cjk_fallback
+
+    use_cjk_fallback()  # Chinese class and column names drawn as characters, not boxes
     return pyplot
+
+
+def _names(names) -> list[str]:
+    from .fonts import readable
+
+    return readable(names)
 
 
 def _integer_ticks():
@@ -32,6 +41,9 @@ def save(fig, path: Path) -> Path:
 def image_grid(images: torch.Tensor, titles: Sequence[str], columns: int = 8, colors: Sequence[str] | None = None):
     """A grid of uint8 or [0,1] NxCxHxW images, each titled (e.g. class names, or 'true -> predicted')."""
     n = len(images)
+    from .fonts import readable
+
+    shown = readable(titles, numbered=False)  # titles are not class indices
     rows = max(1, -(-n // columns))
     fig, axes = plt().subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -41,7 +53,7 @@ def image_grid(images: torch.Tensor, titles: Sequence[str], columns: int = 8, co
         img = images[i].float() / (255 if images.dtype == torch.uint8 else 1)
         img = img.clamp(0, 1).permute(1, 2, 0).squeeze(-1).cpu().numpy()
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-        ax.set_title(str(titles[i])[:24], fontsize=7, color=(colors[i] if colors else "black"))
+        ax.set_title(str(shown[i])[:24], fontsize=7, color=(colors[i] if colors else "black"))
     fig.tight_layout()
     return fig
 
@@ -52,8 +64,8 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     fig, ax = plt().subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
-    ax.set_xticklabels(class_names, rotation=45, ha="right")
-    ax.set_yticklabels(class_names)
+    ax.set_xticklabels(_names(class_names), rotation=45, ha="right")
+    ax.set_yticklabels(_names(class_names))
     peak = max(max(r) for r in matrix) or 1
     if k <= 30:
         for i, row in enumerate(matrix):
@@ -109,7 +121,7 @@ def counts_figure(class_names: Sequence[str], counts: Sequence[int], title: str)
     fig, ax = plt().subplots(figsize=(max(5, 0.4 * len(class_names)), 3.5))
     ax.bar(range(len(counts)), counts)
     ax.set_xticks(range(len(counts)))
-    ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels(_names(class_names), rotation=45, ha="right", fontsize=8)
     ax.set(ylabel="images", title=title)
     fig.tight_layout()
     return fig
@@ -138,7 +150,7 @@ def importance_figure(importance: Sequence[dict[str, Any]], metric: str):
     """Permutation importance as horizontal bars, most important on top."""
     rows = list(importance)[:30][::-1]
     fig, ax = plt().subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
-    ax.barh([r["column"] for r in rows], [r["importance"] for r in rows],
+    ax.barh(_names([r["column"] for r in rows]), [r["importance"] for r in rows],
             xerr=[r.get("std", 0.0) for r in rows], color="C0")
     ax.set(xlabel=f"{metric} lost when the column is shuffled (validation)", title="permutation importance")
     ax.grid(alpha=0.3, axis="x")
