@@ -1,5 +1,6 @@
 """Never lose a run: exact resume after SIGKILL, Ctrl-C/SIGTERM, NaN, out-of-memory, full disk, stuck workers,
 untrusted and awkward files. Real subprocesses and real signals where the issue asks for them."""
+import io
 import json
 import os
 import resource
@@ -250,8 +251,35 @@ def test_checkpoint_reader_survives_random_and_mutated_bytes(tmp_path, data):
         pass
 
 
-def test_awkward_images_end_in_a_prediction_or_a_one_line_error(tmp_path):
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A 65-byte PNG whose header claims width x height pixels: a decompression bomb's signature without its bulk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+    return path
+
+
+BOMB_SIDE = 13_400  # 179.6 megapixels: just over twice Pillow's default limit of 89.5, where it refuses
+
+
+@pytest.fixture
+def restore_pillow_limit(monkeypatch):
+    """In-process runs with --max-image-pixels change Pillow's global: give the old value back afterwards."""
     from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+
+
+def test_awkward_images_end_in_a_prediction_or_a_one_line_error(tmp_path, restore_pillow_limit, capsys):
+    from PIL import Image
+
+    from dlkit.cli.main import main
 
     run = dlkit.train(data="digits", model="softmax", epochs=1, out=str(tmp_path / "r"), tensorboard=False, quiet=True)
     d = tmp_path / "inbox"
@@ -267,15 +295,61 @@ def test_awkward_images_end_in_a_prediction_or_a_one_line_error(tmp_path):
     (d / "truncated.jpg").write_bytes((d / "whole.jpg").read_bytes()[:100])
     (d / "empty.png").write_bytes(b"")
     (d / "text.jpg").write_text("hello")
-    Image.new("L", (200, 200)).save(d / "bomb.png")
-    proc = subprocess.run([sys.executable, "-c", "import PIL.Image, sys; PIL.Image.MAX_IMAGE_PIXELS = 1000; "
-                           "from dlkit.cli.main import main; sys.exit(main(sys.argv[1:]))",
-                           "predict", str(run.dir), str(d)], capture_output=True, text=True)
+    png_claiming(d / "bomb.png", BOMB_SIDE, BOMB_SIDE)
+    # a fresh process: Pillow's real default limit, not one an earlier test set
+    proc = subprocess.run([sys.executable, "-m", "dlkit.cli.main", "predict", str(run.dir), str(d)],
+                          capture_output=True, text=True)
     predicted = {Path(line.split(":")[0]).name for line in proc.stdout.splitlines()}
     errors = proc.stderr.splitlines()
     assert predicted == {"cmyk.jpg", "deep.png", "palette.png", "rotated.jpg", "whole.jpg"}
     assert proc.returncode == 2 and len(errors) == 4 and all(e.startswith("error: ") for e in errors)
-    assert any("bomb.png" in e and "MAX_IMAGE_PIXELS" in e for e in errors)
+    assert any("bomb.png" in e and "image too large" in e and "--max-image-pixels" in e for e in errors)
+
+    # --max-image-pixels raises the limit (the bomb now fails as the truncated file it is) ...
+    assert main(["predict", str(run.dir), str(d / "bomb.png"), "--max-image-pixels", str(BOMB_SIDE ** 2)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "too large" not in err
+    # ... and lowers it (a 30x30 image is over twice 400 pixels)
+    assert main(["predict", str(run.dir), str(d / "whole.jpg"), "--max-image-pixels", "400"]) == 2
+    assert "whole.jpg: image too large" in capsys.readouterr().err
+
+
+def test_the_default_bomb_limit_lists_and_skips_a_huge_image_in_training(tmp_path, restore_pillow_limit):
+    folder = make_class_folders(tmp_path / "pets", per_class=6)
+    png_claiming(folder / "cat" / "bomb.png", BOMB_SIDE, BOMB_SIDE)
+    run = tmp_path / "run"
+    proc = cli("train", "--data", folder, "--model", "mlp", "--image-size", 12, "--epochs", 1, "--batch-size", 4,
+               "--out", run, "--no-tensorboard", "--no-report")  # a fresh process: Pillow's real default limit
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    skipped = [line for line in out.splitlines() if "skipped 1 unreadable image(s)" in line]
+    assert len(skipped) == 1 and "bomb.png: image too large" in skipped[0] and "--max-image-pixels" in skipped[0]
+
+    # --max-image-pixels reaches Pillow, and the decoded-image cache written above does not replay the verdict
+    # made under the default limit: the bomb is now refused as the truncated file it is
+    log = io.StringIO()
+    dlkit.train(data=str(folder), model="mlp", image_size=12, epochs=1, batch_size=4, log=log,
+                max_image_pixels=BOMB_SIDE ** 2, out=str(tmp_path / "raised"), tensorboard=False, report=False)
+    skipped = [line for line in log.getvalue().splitlines() if "skipped 1 unreadable image(s)" in line]
+    assert len(skipped) == 1 and "bomb.png: cannot read image" in skipped[0] and "too large" not in skipped[0]
+
+
+def test_eval_takes_max_image_pixels(tmp_path, restore_pillow_limit, capsys):
+    from PIL import Image
+
+    from dlkit.cli.main import main
+
+    data = tmp_path / "data"
+    make_class_folders(data / "train", per_class=4)
+    make_class_folders(data / "val", per_class=2)
+    Image.new("RGB", (24, 24), "gray").save(data / "val" / "cat" / "big.png")  # 576 pixels: over twice 200
+    run = dlkit.train(data=str(data), model="mlp", image_size=12, epochs=1, batch_size=4, quiet=True,
+                      out=str(tmp_path / "run"), tensorboard=False, report=False)
+    assert main(["eval", str(run.dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 5
+    assert main(["eval", str(run.dir), "--json", "--max-image-pixels", "200"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["samples"] == 4 and any("big.png: image too large" in note for note in result["notes"])
 
 
 def test_csv_paths_outside_the_root_need_the_flag(tmp_path):

@@ -87,8 +87,10 @@ def cmd_cv(args: argparse.Namespace) -> int:
 # ---- eval and predict ----------------------------------------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..data.images import set_max_image_pixels
     from ..evaluation import evaluate_checkpoint, format_report
 
+    set_max_image_pixels(args.max_image_pixels)
     result = evaluate_checkpoint(args.run, data=args.data, split=args.split, data_dir=args.data_dir,
                                  batch_size=args.batch_size, device=args.device)
     if args.json:
@@ -108,12 +110,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..data.images import ImageError
+    from ..data.images import ImageError, set_max_image_pixels
     from ..infer import load
     from ..infer.predictor import expand_inputs
 
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1 (got {args.topk})")
+    set_max_image_pixels(args.max_image_pixels)
     predictor = load(args.run, device=args.device)
     if predictor.modality == "table":
         return _predict_table(predictor, args)
@@ -359,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
@@ -371,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", help="table models: the column written beside each prediction (default: the "
                    "identifier column found in training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the registered models")

@@ -1,5 +1,5 @@
-"""On-disk cache of decoded image folders: keyed by the file list, sizes, modification times and the spec's
-size and channels, so a second run over the same folder skips decoding (and any change invalidates it)."""
+"""On-disk cache of decoded image folders: keyed by the file list, sizes, modification times, the spec's size and
+channels and Pillow's size limit, so a second run over the same folder skips decoding (and any change invalidates it)."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +18,10 @@ def cache_dir() -> Path:
 
 
 def cache_key(samples: Samples, channels: int, size: int) -> str:
-    h = hashlib.sha256(f"{CACHE_VERSION}|{channels}|{size}".encode())
+    from PIL import Image
+
+    # Pillow's decompression-bomb limit decides which files are skipped: another --max-image-pixels must decode again
+    h = hashlib.sha256(f"{CACHE_VERSION}|{channels}|{size}|{Image.MAX_IMAGE_PIXELS}".encode())
     for path, label in zip(samples.paths, samples.labels.tolist()):
         st = path.stat()
         h.update(f"|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{label}".encode())

@@ -37,13 +37,22 @@ def open_image(source, draft_size: int | None = None):
                 img.draft(img.mode, (draft_size, draft_size))
             img.load()  # decode everything now: truncated files fail here, not mid-epoch
         except Image.DecompressionBombError as e:
-            raise ImageError(f"{source}: image too large ({e}); raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from None
+            raise ImageError(f"{source}: image too large ({e}); if you trust it, pass --max-image-pixels N "
+                             "(in Python: PIL.Image.MAX_IMAGE_PIXELS = N)") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageError(f"{source}: cannot read image ({e})") from None
     try:
         return ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block should not lose an otherwise good image
         return img
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Pillow's decompression-bomb limit (it refuses images over twice this many pixels); None keeps its default."""
+    if limit:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def to_channels(img, channels: int):
