@@ -64,6 +64,18 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def available_memory() -> int:
+    """Bytes of memory this process can still use (MemAvailable on Linux; physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def process_seconds() -> float:
     """Seconds since this process started (from /proc on Linux; since dlkit was imported elsewhere), so run times
     include interpreter start-up and imports, as a stopwatch around the shell command would."""

@@ -235,3 +235,19 @@ def test_val_every_validates_within_epochs_and_stop_at_ends_the_run_where_it_is_
     timing = run.summary["timing"]
     assert timing["total_s"] >= timing["setup_s"] + timing["train_s"] + timing["val_s"] - 1e-6
     assert timing["val_s"] > 0 and timing["train_s"] > 0
+
+
+def test_the_decoded_image_budget_follows_the_available_memory(tmp_path, monkeypatch, capsys):
+    from fakedata import make_class_folders
+
+    from dlkit import device
+    from dlkit.data import loaders
+
+    folder = make_class_folders(tmp_path / "imgs", ("a", "b"), per_class=6, size=16)
+    monkeypatch.setattr(device, "available_memory", lambda: 8 * 2**30)
+    assert loaders.memory_budget() == 4 * 2**30
+    monkeypatch.setattr(device, "available_memory", lambda: 2000)  # 1,000 bytes: less than 12 images of 3x32x32
+    dlkit.train(data=str(folder), epochs=1, model="softmax", out=str(tmp_path / "run"), tensorboard=False,
+                report=False, workers=0, disk_cache=False)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("data:"))
+    assert "streamed from files" in line and "half the available memory" in line

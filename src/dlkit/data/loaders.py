@@ -11,11 +11,19 @@ from ..device import usable_cpus
 from .images import ImageError, guess_channels, load_image, open_image
 from .source import Samples
 
-MEMORY_BUDGET = 4 * 2**30  # bytes of decoded uint8 images kept in RAM when --cache auto
+MEMORY_SHARE = 0.5  # of the memory available at the start, for decoded uint8 images when --cache auto
+
+
+def memory_budget() -> int:
+    """Bytes of decoded images --cache auto keeps in RAM: half of what is available now (not a fixed size: half of
+    an 8 GB laptop's memory is not free to take, and a big server has far more)."""
+    from ..device import available_memory
+
+    return int(MEMORY_SHARE * available_memory())
 
 
 def fits_in_memory(n: int, channels: int, size: int, cache: str) -> bool:
-    return cache in ("ram", "device") or (cache == "auto" and n * channels * size * size <= MEMORY_BUDGET)
+    return cache in ("ram", "device") or (cache == "auto" and n * channels * size * size <= memory_budget())
 
 
 def guess_file_channels(paths: list[Path], probe: int = 16) -> int:

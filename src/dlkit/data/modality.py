@@ -47,7 +47,7 @@ class Images:
                             f"{'training' if not len(data.train) else 'validation'} split")
         s = data.spec
         data.headline = (f"{source.summary()}; layout: {source.layout}; input {s.channels}x{s.image_size}x{s.image_size}"
-                         f"{' (in memory)' if data.in_memory else ' (streamed from files)'}")
+                         f" ({_where_kept(data, cfg.cache)})")
         return data
 
     @staticmethod
@@ -75,6 +75,21 @@ class Images:
         from .spec import PreprocessSpec
 
         return PreprocessSpec.from_dict(d)
+
+
+def _where_kept(data, cache: str) -> str:
+    """In memory or streamed, and why: the decoded size against --cache auto's budget (half the available memory)."""
+    from .loaders import memory_budget
+
+    s = data.spec
+    need = (len(data.train) + len(data.val)) * s.channels * s.image_size ** 2
+    if data.source.train.images is not None:
+        return "in memory"
+    if cache != "auto":
+        return "in memory (--cache " + cache + ")" if data.in_memory else "streamed from files (--cache off)"
+    budget = memory_budget()
+    verdict = "in memory" if data.in_memory else "streamed from files"
+    return f"{verdict}: {need / 2**30:.2f} GiB decoded vs a budget of {budget / 2**30:.1f} GiB, half the available memory"
 
 
 def _image_folds(source: DataSource, cfg) -> DataSource:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..device import available_memory
 from ..errors import UserError, require
 from ..registry import Registry
 from ..tasks import Classification, Regression, TargetScale
@@ -101,19 +102,6 @@ def _sniff_separator(sample: str, path: Path) -> str:
     except csv.Error:
         counts = {sep: sample.splitlines()[0].count(sep) for sep in ",;\t|"}
         return max(counts, key=counts.get) if max(counts.values()) else ","
-
-
-def available_memory() -> int:
-    """Bytes of memory this process can still use (MemAvailable on Linux; physical memory elsewhere)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _check_fits_in_memory(path: Path, size: int) -> None:
