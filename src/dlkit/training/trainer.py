@@ -243,10 +243,27 @@ class Trainer:
         record.update({"lr": self.parts.optimizer.param_groups[0]["lr"],
                        "images_per_s": self.images_this_epoch / max(train_s, 1e-9),
                        "epoch_s": time.perf_counter() - started, "best": best})
+        self._note_young_batchnorm(record)
         if train["skipped"]:
             record["skipped_batches"] = train["skipped"]
             self.console.print(f"note: skipped {train['skipped']} batch(es) with a non-finite loss (--nan-policy skip-batch)")
         return record
+
+    def _note_young_batchnorm(self, record: dict[str, Any]) -> None:
+        """Say why validation can be far worse than training after few steps: BatchNorm predicts with running
+        statistics, which start at mean 0 / variance 1 and move 10% per batch, so after a handful of batches they are
+        still mostly their initial values while the real activations are not (tv:resnet18 from scratch, 2 steps on
+        hymenoptera: validation loss 327, one class for every image). More steps fix it; nothing is broken."""
+        seen = [int(m.num_batches_tracked) for m in self.model.modules()
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if getattr(self, "_noted_batchnorm", False) or not seen or min(seen) >= 100:
+            return
+        if record["val_loss"] > 3 * record["train_loss"] + 1:
+            self._noted_batchnorm = True
+            self.console.print(f"note: validation loss {record['val_loss']:.3g} vs training {record['train_loss']:.3g}: "
+                               f"the BatchNorm layers have seen only {min(seen)} batch(es), and validation and "
+                               "prediction use their running statistics, still near their starting values; expected "
+                               "this early: train for more steps (more epochs, or a smaller --batch-size)")
 
     def _validate(self) -> dict[str, float]:
         """The validation split's metrics, over all of it; its outputs are kept for callbacks (mistakes, PR curves)."""
