@@ -25,9 +25,15 @@ def resolve_device(name: str) -> torch.device:
 
 def configure_backends(device: torch.device, deterministic: bool) -> None:
     """cuDNN autotuning unless results must repeat; deterministic kernels when asked; CPU threads that fit."""
-    if torch.are_deterministic_algorithms_enabled() != deterministic:  # the call imports torch._inductor (~3 s)
-        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # --deterministic is strict: an op with no deterministic kernel here raises at its first call, naming itself
+    # (usually in the first step), instead of a warning lost mid-run while "bitwise-repeatable" is silently false.
+    # Listing such ops up front would cost a probe step of the real model; strict costs nothing and misses none.
+    current = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if current != (deterministic, False):  # the call imports torch._inductor (~3 s): only when it changes something
+        torch.use_deterministic_algorithms(deterministic)
     if device.type == "cuda":
+        if deterministic:  # cuBLAS repeats only with a fixed workspace, and strict mode refuses matmuls without one
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not deterministic

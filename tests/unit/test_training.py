@@ -71,6 +71,24 @@ def test_every_loss_and_optimizer_makes_a_step():
         assert (w < 1).all(), entry.name
 
 
+def test_losses_match_a_hand_computation():
+    logits, labels = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1])
+    right = [1 / (1 + math.exp(-1)), 1 / (1 + math.exp(-2))]  # each row's softmax of its label: sigmoid(margin)
+    smoothing = 0.2  # over 2 classes: the label gets 1 - 0.2/2 of the target, the other class 0.2/2
+    expected = {
+        ("cross-entropy", 0.0): sum(-math.log(p) for p in right) / 2,
+        ("cross-entropy", smoothing): sum(-(1 - smoothing / 2) * math.log(p) - smoothing / 2 * math.log(1 - p)
+                                          for p in right) / 2,
+        # on probabilities against one-hot, averaged over all 4 entries: each row misses by (1 - p) twice
+        ("mse", 0.0): sum(2 * (1 - p) ** 2 for p in right) / 4,
+        ("l1", 0.0): sum(2 * (1 - p) for p in right) / 4,
+        ("huber", 0.0): sum(2 * 0.5 * (1 - p) ** 2 for p in right) / 4,  # every miss is under huber's delta of 1
+    }
+    for (name, label_smoothing), value in expected.items():
+        loss = LOSSES.get(name)(label_smoothing=label_smoothing)(logits, labels)
+        assert loss.item() == pytest.approx(value, rel=1e-6), name
+
+
 def test_schedules_warm_up_then_follow_their_shape():
     for entry in SCHEDULES:
         f = lr_multiplier(entry.name, total_steps=100, warmup_steps=10)
@@ -256,6 +274,23 @@ def test_cpu_threads_are_capped_at_the_cpus_the_process_may_use(monkeypatch, two
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
     configure_backends(torch.device("cpu"), deterministic=False)
     assert torch.get_num_threads() == 1
+
+
+@pytest.fixture
+def determinism_restored():
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_deterministic_is_strict_so_repeatability_is_never_silently_false(determinism_restored):
+    from dlkit.device import configure_backends
+
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as an earlier dlkit (or the user) may have left it
+    configure_backends(torch.device("cpu"), deterministic=True)
+    with pytest.raises(RuntimeError, match="put_ does not have a deterministic implementation"):
+        torch.zeros(4).put_(torch.tensor([1, 1]), torch.tensor([1.0, 2.0]))  # which write wins is not fixed
+    configure_backends(torch.device("cpu"), deterministic=False)
+    torch.zeros(4).put_(torch.tensor([1, 1]), torch.tensor([1.0, 2.0]))
 
 
 def test_default_loader_workers_follow_the_cpus_the_process_may_use(folder, monkeypatch):
