@@ -66,11 +66,18 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def content_digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """SHA-256 of the weights and of the metadata beside them: a flipped byte in a class name, a mean or the model
+    name would change predictions as surely as one in the weights (fuzzing found them loaded silently)."""
+    body = json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True)
+    return hashlib.sha256(f"{tensors_digest(tensors)}|{body}".encode()).hexdigest()
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {**meta, "sha256": tensors_digest(tensors)}
+    meta = {**meta, "sha256": content_digest(tensors, meta)}
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
     atomic_write_bytes(path, save(tensors, metadata=header))
 
@@ -95,8 +102,11 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         meta = json.loads(header["meta"])
     except (KeyError, json.JSONDecodeError):
         raise UserError(f"checkpoint {path} has damaged metadata; use another checkpoint") from None
-    if not isinstance(meta, dict) or meta.get("sha256") != tensors_digest(tensors):
-        raise UserError(f"checkpoint {path} is corrupted: its weights do not match their SHA-256; use another checkpoint")
+    # files written before the metadata was covered hold the weights' digest alone; a newer file's digest never
+    # equals that, so accepting it cannot let damaged metadata of a newer file through
+    if not isinstance(meta, dict) or meta.get("sha256") not in (content_digest(tensors, meta), tensors_digest(tensors)):
+        raise UserError(f"checkpoint {path} is corrupted: its weights or metadata do not match their SHA-256; "
+                        "use another checkpoint")
     return tensors, meta
 
 

@@ -29,8 +29,31 @@ def test_a_flipped_byte_in_the_weights_is_detected(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[-5] ^= 0xFF  # inside the tensor data: safetensors itself would load this silently
     path.write_bytes(bytes(raw))
-    with pytest.raises(UserError, match="corrupted: its weights do not match their SHA-256"):
+    with pytest.raises(UserError, match="corrupted: its weights or metadata do not match their SHA-256"):
         load_tensors(path)
+
+
+def test_a_changed_class_name_in_the_metadata_is_detected(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    save_tensors(path, {"w": torch.ones(3)}, {"model": "softmax", "spec": {"class_names": ["cat", "dog"]}})
+    path.write_bytes(path.read_bytes().replace(b"dog", b"dig"))  # same length: the file still parses
+    with pytest.raises(UserError, match="weights or metadata do not match their SHA-256"):
+        load_tensors(path)
+
+
+def test_a_checkpoint_from_before_the_metadata_was_digested_still_loads(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from dlkit.storage import tensors_digest
+
+    tensors = {"w": torch.arange(4.0)}
+    meta = {"model": "softmax", "sha256": tensors_digest(tensors)}  # the weights' digest alone, as written then
+    save_file(tensors, str(tmp_path / "old.safetensors"),
+              metadata={"format": "dlkit-checkpoint", "format_version": "1", "meta": json.dumps(meta)})
+    loaded, loaded_meta = load_tensors(tmp_path / "old.safetensors")
+    assert torch.equal(loaded["w"], tensors["w"]) and loaded_meta["model"] == "softmax"
 
 
 def test_a_truncated_checkpoint_is_detected(tmp_path):

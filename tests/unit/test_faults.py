@@ -22,9 +22,42 @@ from dlkit.training import batchsize
 from dlkit.storage import load_tensors, save_tensors
 from fakedata import make_class_folders
 
-RESUMABLE = ["--data", "digits", "--model", "mlp", "--model-arg", "dropout=0.3", "--augment", "light",
-             "--epochs", "3", "--batch-size", "64", "--deterministic", "--save-every-steps", "3",
-             "--no-tensorboard", "-q", "--seed", "7"]
+RESUMABLE = ["--model", "mlp", "--model-arg", "dropout=0.3", "--epochs", "3", "--deterministic",
+             "--save-every-steps", "3", "--no-tensorboard", "--no-report", "-q", "--seed", "7"]
+IN_MEMORY = ["--data", "digits", "--batch-size", "64"]  # 23 steps an epoch
+STREAMED = ["--data", "{folder}", "--image-size", "12", "--cache", "off", "--workers", "1", "--batch-size", "4"]  # 8
+
+# A `dlkit train` that writes down every step it runs (one number a line) and, at step HANG_AT, stops there for
+# the test to SIGKILL it: argv is LOG HANG_AT TRAIN_ARGS...
+STEP_LOGGING_TRAIN = """
+import sys, time
+import dlkit.api as api
+from dlkit.cli.main import main
+
+log, hang_at = sys.argv[1], int(sys.argv[2])
+
+class StepLog:
+    def on_batch_end(self, trainer, batch_size, loss):
+        with open(log, "a") as f:
+            f.write(f"{trainer.step}\\n")
+        if trainer.step == hang_at:
+            open(log + ".hung", "w").close()
+            time.sleep(600)
+
+real = api.train
+api.train = lambda *a, **k: real(*a, callbacks=[StepLog()], **k)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def step_logging_train(log: Path, hang_at: int, *args) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-c", STEP_LOGGING_TRAIN, str(log), str(hang_at), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def steps_run(log: Path) -> list[int]:
+    return [int(line) for line in log.read_text().split()]
 
 
 def cli(*args, **kwargs) -> subprocess.Popen:
@@ -56,34 +89,33 @@ def metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_s")} for r in rows]
 
 
-def test_resume_after_sigkill_mid_epoch_gives_bitwise_identical_weights(tmp_path):
-    reference = tmp_path / "reference"
-    proc = cli("train", *RESUMABLE, "--out", reference)
-    assert proc.wait(300) == 0, proc.communicate()[1]
-
-    killed = tmp_path / "killed"
-    marker = tmp_path / "at-step-31"
-    child = python(f"""
-        import time, dlkit
-        from dlkit.cli.main import main
-        class Hang:  # step 31 is mid-epoch 2 (23 steps an epoch); the last save was at step 30
-            def on_batch_end(self, trainer, batch_size, loss):
-                if trainer.step == 31:
-                    open({str(marker)!r}, "w").close()
-                    time.sleep(600)
-        import dlkit.api as api
-        real = api.train
-        api.train = lambda *a, **k: real(*a, callbacks=[Hang()], **k)
-        main({["train", *RESUMABLE, "--out", str(killed)]!r})
-    """)
-    wait_for(marker, child)
+@pytest.mark.parametrize("data,augment,hang_at,saved", [
+    (IN_MEMORY, "light", 31, (30, 7, 1)),      # step 31 is mid-epoch 2; the last save was at step 30
+    (IN_MEMORY, "standard", 31, (30, 7, 1)),
+    (STREAMED, "standard", 13, (12, 4, 1)),    # the DataLoader path, a worker decoding and augmenting
+], ids=["in-memory-light", "in-memory-standard", "dataloader-standard"])
+def test_a_resume_after_sigkill_runs_only_the_remaining_steps_and_ends_bitwise_identical(
+        tmp_path, data, augment, hang_at, saved):
+    folder = make_class_folders(tmp_path / "pets", per_class=20)
+    args = [a.format(folder=folder) for a in data] + RESUMABLE + ["--augment", augment]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    # both at once: the runs share nothing but the machine, and deterministic kernels do not care about its load
+    uninterrupted = step_logging_train(tmp_path / "reference.log", 0, "train", *args, "--out", reference)
+    child = step_logging_train(tmp_path / "killed.log", hang_at, "train", *args, "--out", killed)
+    wait_for(tmp_path / "killed.log.hung", child)
     os.kill(child.pid, signal.SIGKILL)
     child.wait(30)
+    assert uninterrupted.wait(300) == 0, uninterrupted.communicate()[1][-2000:]
     meta = load_tensors(killed / "checkpoints" / "last.safetensors")[1]
-    assert (meta["step"], meta["step_in_epoch"], meta["epoch"]) == (30, 7, 1)
+    assert (meta["step"], meta["step_in_epoch"], meta["epoch"]) == saved
 
-    resumed = cli("train", "--resume", killed)
-    assert resumed.wait(300) == 0, resumed.communicate()[1]
+    resumed = step_logging_train(tmp_path / "resumed.log", 0, "train", "--resume", killed)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    step, step_in_epoch, epoch = saved
+    assert f"after step {step_in_epoch} of epoch {epoch + 1} (global step {step})" in out
+    total = len(steps_run(tmp_path / "reference.log"))
+    assert steps_run(tmp_path / "resumed.log") == list(range(step + 1, total + 1))  # a restart would run them all
     ref, got = final_weights(reference), final_weights(killed)
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
     assert metrics(killed) == metrics(reference)
@@ -127,27 +159,41 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (run / "checkpoints" / "last.safetensors").read_bytes() == good
 
 
-def test_skip_batch_policy_drops_only_the_bad_batch():
-    from dlkit.training.loop import Inputs, StepParts, new_totals, train_one_epoch
-    from dlkit.data.spec import PreprocessSpec
+def test_skip_batch_drops_the_bad_batch_and_applies_the_good_ones_around_it():
+    import contextlib
+    import copy
 
+    import torch.nn.functional as F
+
+    from dlkit.data.spec import PreprocessSpec
+    from dlkit.training.loop import Inputs, StepParts, new_totals, train_one_epoch
+
+    torch.manual_seed(0)
     model = dlkit.create_model("softmax", in_channels=1, num_classes=2, image_size=4)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    initial, by_hand = copy.deepcopy(model), copy.deepcopy(model)
+    batches = [(torch.randint(0, 256, (4, 1, 4, 4), dtype=torch.uint8), torch.tensor([0, 1, 0, 1])) for _ in range(3)]
+    inputs = Inputs(PreprocessSpec(4, 1, (0.5,), (0.5,), ("a", "b")))
     calls = []
 
-    def loss_fn(logits, labels):
+    def loss_fn(logits, labels):  # the second batch's loss is NaN, as a bad sample would make it
         calls.append(1)
-        loss = torch.nn.functional.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels)
         return loss * float("nan") if len(calls) == 2 else loss
 
-    spec = PreprocessSpec(4, 1, (0.5,), (0.5,), ("a", "b"))
-    parts = StepParts(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), loss_fn, Inputs(spec),
-                      torch.autograd.profiler.record_function.__class__ and (lambda: torch.no_grad().__class__()),
-                      skip_nonfinite=True)
-    parts.autocast = lambda: torch.enable_grad()
-    batches = [(torch.randint(0, 255, (4, 1, 4, 4), dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))] * 3
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    parts = StepParts(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0), loss_fn, inputs,
+                      contextlib.nullcontext, skip_nonfinite=True)
     result = train_one_epoch(parts, batches, new_totals("cpu"), lambda n, loss: None)
-    assert result["skipped"] == 1 and all(torch.isfinite(p).all() for p in model.parameters())
+
+    hand_opt = torch.optim.SGD(by_hand.parameters(), lr=0.1)
+    for images, labels in (batches[0], batches[2]):  # the good batches, in order, and nothing else
+        hand_opt.zero_grad()
+        F.cross_entropy(by_hand(inputs(images, train=True)), labels).backward()
+        hand_opt.step()
+    assert result["skipped"] == 1 and result["count"] == 8
+    for got, want, start in zip(model.parameters(), by_hand.parameters(), initial.parameters()):
+        assert not torch.equal(want, start)  # two real updates, so matching them means something
+        torch.testing.assert_close(got, want)
 
 
 def test_batch_size_auto_finds_the_largest_that_fits(monkeypatch, tmp_path):
@@ -204,7 +250,14 @@ def test_a_stuck_dataloader_worker_fails_fast(tmp_path, monkeypatch):
     assert time.time() - started < 30
 
 
-def test_deterministic_runs_repeat_exactly(tmp_path):
+@pytest.fixture
+def determinism_restored():
+    """--deterministic in-process leaves torch strict: later tests must not inherit it."""
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_deterministic_runs_repeat_exactly(tmp_path, determinism_restored):
     runs = [dlkit.train(data="digits", model="mlp", epochs=2, seed=5, deterministic=True, augment="standard",
                         out=str(tmp_path / f"r{i}"), tensorboard=False, quiet=True) for i in range(2)]
     assert metrics(runs[0].dir) == metrics(runs[1].dir)
@@ -230,25 +283,86 @@ def test_resume_with_other_data_is_refused(tmp_path):
         dlkit.train(resume=str(run.dir), data=str(folder), image_size=8, channels=1, epochs=2, quiet=True)
 
 
+def test_resume_refuses_another_optimizer_and_applies_a_new_weight_decay(tmp_path):
+    import shutil
+
+    from dlkit.storage import unflatten_state
+
+    first = dlkit.train(data="digits", model="mlp", optimizer="sgd", lr=0.1, epochs=1, out=str(tmp_path / "run"),
+                        tensorboard=False, report=False, quiet=True)
+    with pytest.raises(UserError, match="its optimizer differ.*--resume-weights-only"):
+        dlkit.train(resume=str(first.dir), optimizer="adamw", epochs=2, quiet=True)
+    kept, decayed = tmp_path / "kept", tmp_path / "decayed"
+    shutil.copytree(first.dir, kept)
+    shutil.copytree(first.dir, decayed)
+    dlkit.train(resume=str(kept), epochs=2, quiet=True)
+    dlkit.train(resume=str(decayed), epochs=2, weight_decay=0.5, quiet=True)
+
+    tensors, meta = load_tensors(decayed / "checkpoints" / "last.state.safetensors")
+    optimizer = unflatten_state(meta["state"], tensors)["optimizer"]
+    assert {group["weight_decay"] for group in optimizer["param_groups"]} == {0.5}
+    assert "weight_decay: 0.5" in (decayed / "config.yaml").read_text()
+    # applied, not only recorded: from the same state and batches, each of the epoch's 23 steps also shrinks the
+    # weights by lr x 0.5 = 5%, so they end clearly smaller
+    norm = {run: sum(float(w.norm() ** 2) for w in final_weights(run).values()) ** 0.5 for run in (kept, decayed)}
+    assert norm[decayed] < 0.8 * norm[kept]
+
+
+FUZZED_META = {"model": "softmax", "spec": {"image_size": 4, "mean": [0.5], "class_names": ["cat", "dog"]}}
+
+
+def refused_or_intact(path: Path, raw: bytes, saved: tuple) -> bool:
+    """Whether a damaged file is refused with a one-line UserError, or loads exactly what was saved (a flip in the
+    header's padding, say, damages nothing). Any other exception fails the test by propagating."""
+    path.write_bytes(raw)
+    try:
+        tensors, meta = load_tensors(path)
+    except UserError:
+        return True
+    return meta == saved[1] and tensors.keys() == saved[0].keys() and all(
+        torch.equal(tensors[k], saved[0][k]) for k in tensors)
+
+
+@pytest.fixture
+def fuzzed_checkpoint(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_tensors(path, {"w": torch.arange(10.0), "b": torch.ones(2)}, FUZZED_META)
+    return path, path.read_bytes(), load_tensors(path)
+
+
+def test_every_single_bit_flip_of_a_checkpoint_is_refused_or_harmless(fuzzed_checkpoint):
+    path, raw, saved = fuzzed_checkpoint
+    accepted = []
+    for i in range(len(raw)):
+        for bit in range(8):
+            damaged = bytearray(raw)
+            damaged[i] ^= 1 << bit
+            if not refused_or_intact(path, bytes(damaged), saved):
+                accepted.append((i, bit, raw[i:i + 1]))
+    assert not accepted, f"damaged files loaded with other content: (offset, bit, byte) {accepted[:10]}"
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_checkpoint_reader_survives_random_and_mutated_bytes(tmp_path, data):
-    path = tmp_path / "c.safetensors"
-    save_tensors(path, {"w": torch.arange(10.0)}, {"model": "softmax"})
-    raw = bytearray(path.read_bytes())
-    kind = data.draw(st.sampled_from(["random", "flip", "truncate"]))
+def test_every_damaged_checkpoint_is_refused(fuzzed_checkpoint, data):
+    path, raw, saved = fuzzed_checkpoint
+    kind = data.draw(st.sampled_from(["random", "flips", "truncate", "append"]))
+    damaged = bytearray(raw)
     if kind == "random":
-        raw = bytearray(data.draw(st.binary(max_size=300)))
-    elif kind == "flip":
-        for _ in range(data.draw(st.integers(1, 4))):
-            raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+        damaged = bytearray(data.draw(st.binary(max_size=400).filter(lambda b: b != raw)))
+    elif kind == "flips":
+        for _ in range(data.draw(st.integers(2, 6))):
+            damaged[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    elif kind == "truncate":
+        damaged = damaged[: data.draw(st.integers(0, len(raw) - 1))]
     else:
-        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
-    path.write_bytes(bytes(raw))
-    try:
-        load_tensors(path)
-    except UserError:
-        pass
+        damaged += data.draw(st.binary(min_size=1, max_size=64))
+    if kind in ("random", "truncate"):  # these can never load what was saved
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(UserError):
+            load_tensors(path)
+    else:
+        assert refused_or_intact(path, bytes(damaged), saved)
 
 
 def png_claiming(path: Path, width: int, height: int) -> Path:
