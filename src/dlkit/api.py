@@ -34,6 +34,9 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
           log: TextIO | None = None, callbacks: list | None = None, **overrides: Any) -> Run:
     """Train a model; keyword arguments are TrainConfig fields (data, model, epochs, lr, ...).
 
+    `model` may also be your own network: an nn.Module instance, or a class or function that builds one (called
+    with the model_args, plus in_channels / num_classes / image_size where its signature takes them).
+
     Args:
         config: optional YAML file of TrainConfig fields; keyword arguments override it.
         resume: a run folder to continue from its last checkpoint (its saved config is the base).
@@ -52,13 +55,20 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
     from .track.rundir import read_config
     from .training.trainer import Trainer
 
+    model_object = None
+    if "model" in overrides and not isinstance(overrides["model"], str):  # the learner's own nn.Module/class/factory
+        from .models.user import source_of, spec_name
+
+        model_object = overrides["model"]
+        overrides["model"] = spec_name(source_of(model_object))
+
     if resume is not None:
         base = read_config(Path(resume))
         base["recipe_defaults"] = [k for k in base.get("recipe_defaults", []) if k not in overrides]
         cfg = make_config({**base, **overrides}, None)
     else:
         cfg = make_config(overrides, config)
-    trainer = Trainer(cfg, Console(quiet=quiet, stream=log), resume=resume).setup()
+    trainer = Trainer(cfg, Console(quiet=quiet, stream=log), resume=resume, model_object=model_object).setup()
     summary = trainer.fit(callbacks)
     return Run(trainer.run_dir, summary, trainer.history)
 

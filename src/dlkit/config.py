@@ -61,6 +61,7 @@ class TrainConfig:
     # model
     model: str = opt("lenet-modern", "model name from `dlkit models`, or tv:<torchvision name>")
     model_args: dict = opt({}, "extra model keyword arguments as key=value (e.g. dropout=0.5 hidden=256,128)", flag="--model-arg")
+    models_from: list = opt([], "a .py file whose @dlkit.register_model names --model can use (its code runs)")
     weights: str | None = opt(None, "local pretrained weights file (.safetensors/.pt/.pth) for the backbone")
     freeze_backbone: bool = opt(False, "train only the classifier head")
     init_from: str | None = opt(None, "start a new run from the weights of this run or checkpoint (fine-tuning)",
@@ -149,6 +150,10 @@ def make_config(overrides: dict[str, Any] | None = None, config_file: str | Path
     unknown = sorted(set(values) - known)
     require(not unknown, f"unknown config key(s) {', '.join(unknown)}; see `dlkit train --help` for the valid ones")
     values = {k: absolute_path(v) if k in PATH_FIELDS else v for k, v in values.items()}
+    if isinstance(values.get("model"), str) and values["model"].count(":") == 1 and not values["model"].startswith("tv:"):
+        where, _, name = values["model"].partition(":")
+        values["model"] = f"{absolute_path(where)}:{name}"
+    values["models_from"] = [absolute_path(p) for p in values.get("models_from", [])]
     from .data.modality import modality_for
 
     recipe = modality_for(values.get("data", TrainConfig.data)).recipe  # a table's defaults differ from images'
@@ -160,6 +165,7 @@ def make_config(overrides: dict[str, Any] | None = None, config_file: str | Path
 
 # Fields naming files or folders. They are saved absolute, so a run can be evaluated or resumed from any folder.
 PATH_FIELDS = ("data", "data_dir", "weights", "init_from")
+# --model file.py:Name is made absolute too (see absolute_model), so predict finds the file from any folder
 
 
 def absolute_path(value: Any) -> Any:

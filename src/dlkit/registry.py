@@ -25,9 +25,10 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, help: str = "", **info: Any) -> Callable[[T], T]:
+    def register(self, name: str, help: str = "", replace: bool = False, **info: Any) -> Callable[[T], T]:
+        """Decorator adding `name`; replace=True lets it take over an existing name (a user file run again)."""
         def add(obj: T) -> T:
-            if name in self._entries:
+            if name in self._entries and not replace:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             doc = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
             self._entries[name] = Entry(name, obj, doc, info)

@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except UserError as e:
+        if getattr(e, "details", None):  # a bug in the user's own code: their traceback, trimmed to their files
+            print(e.details, file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
@@ -117,7 +119,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1 (got {args.topk})")
     set_max_image_pixels(args.max_image_pixels)
-    predictor = load(args.run, device=args.device)
+    predictor = load(args.run, device=args.device, model_code=args.model_code)
     if predictor.modality == "table":
         return _predict_table(predictor, args)
     failed = 0
@@ -160,8 +162,10 @@ def _predict_table(predictor, args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ..models import MODELS
+    from ..models.user import load_models_from
     from ..models.zoo import torchvision_names
 
+    load_models_from(args.models_from)
     if args.torchvision:
         print("\n".join(f"tv:{n}" for n in torchvision_names()))
         return 0
@@ -171,6 +175,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for entry in MODELS:
         print(f"  {entry.name:<14} {entry.help} [default size {entry.info.get('default_size')}]")
     print("  tv:<name>      any torchvision classification model, head replaced (`dlkit models --torchvision` lists them)")
+    print("  FILE.py:Name   your own nn.Module class or factory (the file's code runs, as `python FILE.py` would)")
     print("models for tables (--data TABLE --target COLUMN; default tabular):")
     for entry in TABLE_MODELS:
         print(f"  {entry.name:<14} {entry.help}")
@@ -208,10 +213,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
         model = create_model(args.model, in_features=shape[0], continuous=shape[0], num_outputs=args.classes)
         result = summarize(model, shape, batch_size=args.batch_size, optimizer=args.optimizer, name=args.model)
     else:
-        from ..models import create_model
+        from ..models import create_model, is_user_spec
+        from ..models.user import create_user_model, load_models_from
 
+        load_models_from(args.models_from)
         shape = _shape(args.input)
-        model = create_model(args.model, in_channels=shape[0], num_classes=args.classes, image_size=shape[1])
+        if is_user_spec(args.model):  # the learner's own network, file.py:Class
+            model = create_user_model(args.model, shape[0], args.classes, shape[1])[0]
+        else:
+            model = create_model(args.model, in_channels=shape[0], num_classes=args.classes, image_size=shape[1])
         result = summarize(model, shape, batch_size=args.batch_size, optimizer=args.optimizer,
                            name=args.model)
     print(json.dumps(result, default=str) if args.json else format_summary(result))
@@ -376,12 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", help="table models: the column written beside each prediction (default: the "
                    "identifier column found in training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--model-code", metavar="FILE", help="your own network's .py file, when it moved since training")
     p.add_argument("--max-image-pixels", type=int, metavar="N",
                    help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the registered models")
     p.add_argument("--torchvision", action="store_true", help="list torchvision's classification models")
+    p.add_argument("--models-from", action="append", metavar="FILE",
+                   help="a .py file whose @dlkit.register_model names are listed too (its code runs)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("datasets", help="list built-in datasets and the folder layouts understood")
@@ -396,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", help="optimizer whose state the training estimate counts: sgd, sgd-momentum, "
                    "adagrad, rmsprop, adam, adamw (default adamw, or the checkpoint's own)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--models-from", action="append", metavar="FILE", help="a .py file registering models")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("tensorboard", help="start TensorBoard on a runs folder (loopback only by default)")

@@ -39,14 +39,39 @@ def cv_checkpoints(path: Path) -> list[Path]:
     return [resolve_checkpoint(path / Path(f["run_dir"]).name) for f in json.loads((path / "cv.json").read_text())["folds"]]
 
 
-def _rebuild(file: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _rebuild(file: Path, model_code: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     tensors, meta = load_tensors(file)
+    if "model_source" in meta:  # the learner's own network: import its code again
+        return _rebuild_user_model(file, tensors, meta, model_code), meta
+    from ..models.user import load_models_from
+
+    load_models_from(meta.get("config", {}).get("models_from"))  # names registered by the learner's files
     try:
         model = create_model(meta["model"], **meta["model_args"])
         model.load_state_dict(tensors)
     except (KeyError, TypeError, RuntimeError) as e:
         raise UserError(f"checkpoint {file} does not describe a model dlkit can rebuild ({e})") from None
     return model, meta
+
+
+def _rebuild_user_model(file: Path, tensors, meta: dict[str, Any], code: str | None) -> torch.nn.Module:
+    import sys
+
+    from ..models.user import DATA_ARGS, create_user_model
+
+    args = dict(meta["model_args"])
+    data_args = {k: args.pop(k) for k in DATA_ARGS}
+    model, _, notes = create_user_model(meta["model"], **data_args, options=args, code=code,
+                                        source=meta["model_source"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        changed = " (its code changed since training)" if notes else ""
+        raise UserError(f"the weights in {file} do not fit {meta['model_source']['name']}{changed}: "
+                        f"{str(e).splitlines()[0][:150]}; pass the code it was trained with, --model-code FILE") from None
+    for note in notes:
+        print(f"warning: {note}; they do", file=sys.stderr)
+    return model
 
 
 def run_dir_of(checkpoint: Path) -> Path | None:
@@ -64,11 +89,12 @@ class Predictor:
     modality = "image"
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto"):
-        """A Predictor for an image model, a TablePredictor for a table model (all folds of a CV folder)."""
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", model_code: str | None = None):
+        """A Predictor for an image model, a TablePredictor for a table model (all folds of a CV folder).
+        model_code: the file defining the learner's own network, when it moved since training."""
         dev = resolve_device(device)
         files = cv_checkpoints(Path(path)) or [resolve_checkpoint(path)]
-        models, metas = zip(*(_rebuild(file) for file in files))
+        models, metas = zip(*(_rebuild(file, model_code) for file in files))
         meta = metas[0]
         if meta.get("modality") == "table":
             from .tabular import load_table_predictor
@@ -114,9 +140,11 @@ class Predictor:
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
 
 
-def load(path: str | Path, device: str = "auto") -> Predictor:
-    """Load a run folder or checkpoint file for prediction. Example: `dlkit.load("runs/x").predict("cat.jpg")`."""
-    return Predictor.from_checkpoint(path, device)
+def load(path: str | Path, device: str = "auto", model_code: str | None = None) -> Predictor:
+    """Load a run folder or checkpoint file for prediction. Example: `dlkit.load("runs/x").predict("cat.jpg")`.
+
+    A model you wrote is imported again from the file recorded at training (or `model_code`, if it moved)."""
+    return Predictor.from_checkpoint(path, device, model_code)
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:

@@ -8,9 +8,10 @@ from . import curriculum  # noqa: F401  (registers the curriculum's networks)
 from .base import Classifier
 from .registry import MODELS
 from .tabular import TABLE_MODELS
+from .user import is_user_spec
 from .zoo import TV_PREFIX, create_torchvision, load_backbone_weights
 
-__all__ = ["Classifier", "MODELS", "TABLE_MODELS", "create_model", "default_size", "list_models",
+__all__ = ["Classifier", "MODELS", "TABLE_MODELS", "create_model", "default_size", "is_user_spec", "list_models",
            "load_backbone_weights"]
 
 TABLE_ARGS = ("in_features", "continuous", "cardinalities", "num_outputs")
@@ -24,6 +25,8 @@ def list_models(modality: str = "image") -> list[str]:
 def default_size(name: str) -> int:
     if name in TABLE_MODELS and name not in MODELS:
         return 0
+    if is_user_spec(name) or name.startswith("<"):
+        return 32  # the learner's own network: the course's CIFAR-sized input, unless --image-size says otherwise
     return 224 if name.startswith(TV_PREFIX) else MODELS.entry(name).info.get("default_size", 32)
 
 

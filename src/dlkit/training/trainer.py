@@ -22,7 +22,7 @@ from ..data import PreparedData, make_batches
 from ..data.augment import BatchAugment
 from ..data.modality import inputs_for, modality_for
 from ..errors import UserError
-from ..models import create_model, default_size, load_backbone_weights
+from ..models import create_model, default_size, is_user_spec, load_backbone_weights
 from ..track.console import Console, ConsoleProgress
 from ..track.rundir import MetricsFile, new_run_dir, write_config
 from .. import storage as ckpt
@@ -50,8 +50,11 @@ class _StopNow(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, console: Console | None = None, resume: str | Path | None = None):
+    def __init__(self, cfg: TrainConfig, console: Console | None = None, resume: str | Path | None = None,
+                 model_object: Any = None):
         self.cfg, self.console = cfg, console or Console()
+        self.model_object = model_object  # the learner's own network, passed from Python
+        self.model_source: dict[str, Any] | None = None
         self.resume_dir = Path(resume) if resume else None
         self.epoch = self.step = self.best_epoch = self.step_in_epoch = 0
         self.best_value: float | None = None   # of the monitored validation metric
@@ -122,7 +125,13 @@ class Trainer:
     def _build_model(self) -> torch.nn.Module:
         cfg, spec = self.cfg, self.data.spec
         self.model_args = {**self.modality.model_args(spec), **cfg.model_args}
-        model = create_model(cfg.model, **self.model_args)
+        from ..models.user import load_models_from
+
+        load_models_from(cfg.models_from)  # their @dlkit.register_model names join the registry
+        if self.model_object is not None or is_user_spec(cfg.model):
+            model = self._user_model()
+        else:
+            model = create_model(cfg.model, **self.model_args)
         for source, label in ((cfg.init_from, "--resume-weights-only"), (cfg.weights, "--weights")):
             if source:
                 missing = load_backbone_weights(model, _weights_file(source))
@@ -130,6 +139,19 @@ class Trainer:
         if cfg.freeze_backbone:
             model.freeze_backbone()
         return model.to(self.device)
+
+    def _user_model(self) -> torch.nn.Module:
+        from ..models.user import create_user_model
+
+        if not self.modality.has_images:
+            raise UserError("your own networks train on images for now; for tables use linear, mlp or tabular")
+        data_args = self.modality.model_args(self.data.spec)
+        model, self.model_source, notes = create_user_model(
+            self.model_object if self.model_object is not None else self.cfg.model, **data_args,
+            options=self.cfg.model_args)
+        for note in notes:
+            self.console.print(f"note: {note}")
+        return model
 
     def _probe_shape(self) -> tuple[int, ...]:
         return self.modality.input_shape(self.data.spec)
@@ -388,6 +410,7 @@ class Trainer:
         return {
             "model": self.cfg.model, "model_args": self.model_args, "spec": self.data.spec.to_dict(),
             "modality": self.modality.name, "task": task_meta(self.task), "monitor": self.monitor,
+            **({"model_source": self.model_source} if self.model_source else {}),
             "config": self.cfg.to_dict(), "data": self.cfg.data, "epoch": completed, "step": self.step,
             "step_in_epoch": self.step_in_epoch,
             "metrics": {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "best"},
