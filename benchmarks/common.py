@@ -1,7 +1,7 @@
-"""Shared pieces of the benchmarks: where the data is, the tutorial loop as the notes write it, and result printing.
+"""Shared pieces of the benchmarks: where the data is, the recipes, a clock from process start, and result printing.
 
-Each benchmark runs every variant in its own subprocess (fresh memory, so peak RSS is per variant) and prints
-the reference measured in the same run, and the ratio.
+Each benchmark runs every variant in its own subprocess (fresh memory, so peak RSS is per variant; the same start-up
+on every side) and prints the reference measured in the same run, and the ratio.
 """
 from __future__ import annotations
 
@@ -75,10 +75,10 @@ def emit(result: dict) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_variant(script: str, *args: str) -> dict:
-    """Run `script --one ...` in a fresh interpreter and return its RESULT line."""
+def run_variant(script: str, *args: str, env: dict | None = None) -> dict:
+    """Run `script --one ...` in a fresh interpreter (with `env` added to its environment) and return its RESULT."""
     cmd = [sys.executable, str(Path(__file__).parent / script), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -91,9 +91,24 @@ def median(values):
     return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
-class Clock:
+class ProcessClock:
+    """Seconds since this process started (interpreter start-up and imports included), the same clock on every side:
+    at(t) converts a time.perf_counter() reading taken earlier, so hot loops only read perf_counter."""
+
     def __init__(self):
-        self.start = time.perf_counter()
+        from dlkit.device import process_seconds  # /proc on Linux; imports only torch
+
+        self.offset = process_seconds() - time.perf_counter()
 
     def __call__(self) -> float:
-        return time.perf_counter() - self.start
+        return time.perf_counter() + self.offset
+
+    def at(self, perf_counter_reading: float) -> float:
+        return perf_counter_reading + self.offset
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
