@@ -271,3 +271,19 @@ def test_young_batchnorm_statistics_are_explained_not_left_to_look_like_a_bug(ca
     assert "BatchNorm layers have seen only 2 batch(es)" in check(2, 321.0)
     assert check(2, 1.3) == ""     # validation no worse than training: nothing to explain
     assert check(500, 321.0) == ""  # statistics that have settled: a real problem, not this one
+
+
+def test_digits_are_read_without_importing_scikit_learn_and_match_its_loader():
+    import subprocess
+    import sys
+
+    code = ("import sys, dlkit.data.builtin as b; pixels, target = b._sklearn_digits(); "
+            "print(pixels.shape, int(target.sum()), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False"  # not imported: reading the file is enough
+    from sklearn.datasets import load_digits
+
+    from dlkit.data.builtin import _sklearn_digits
+    pixels, target = _sklearn_digits()
+    bunch = load_digits()
+    assert np.array_equal(pixels, bunch.data) and np.array_equal(target, bunch.target)

@@ -29,15 +29,30 @@ def default_data_dir(name: str) -> Path:
 
 @BUILTINS.register("digits", help="8x8 handwritten digits bundled with scikit-learn (1,797 images, 10 classes); offline")
 def load_digits(data_dir: Path | None, val_split: float, seed: int) -> DataSource:
-    from sklearn.datasets import load_digits as sk_digits
-
-    bunch = sk_digits()
-    images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    pixels, target = _sklearn_digits()
+    images = torch.from_numpy(np.round(pixels.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(target.astype(np.int64))
     train_idx, val_idx = stratified_split(labels, val_split, seed)
     all_samples = Samples(labels, images)
     return DataSource("digits", "built-in (scikit-learn)", DIGIT_CLASSES,
                       all_samples.subset(train_idx), all_samples.subset(val_idx), channels=1)
+
+
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits file, read straight from its wheel: importing sklearn.datasets (scipy and all) took
+    longer than training on it. Falls back to sklearn's own loader if the file is not where it was."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1], table[:, -1]
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    return bunch.data, bunch.target
 
 
 def _idx_builtin(name: str, torchvision_name: str, classes: list[str], mean: float, std: float):

@@ -92,11 +92,10 @@ def load_image(source, channels: int, size: int | None = None) -> torch.Tensor:
 
 def resize_center(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize the shorter side to `size` (antialiased) and crop the center square. Works on CxHxW or NxCxHxW."""
-    from torchvision.transforms.v2 import functional as F
-
     h, w = images.shape[-2:]
     if (h, w) == (size, size):
         return images
+    from torchvision.transforms.v2 import functional as F  # here: importing torchvision costs ~1.5 s
     if min(h, w) != size:
         images = F.resize(images, [size], antialias=True)
     return F.center_crop(images, [size, size])
