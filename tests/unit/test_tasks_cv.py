@@ -287,3 +287,24 @@ def test_digits_are_read_without_importing_scikit_learn_and_match_its_loader():
     pixels, target = _sklearn_digits()
     bunch = load_digits()
     assert np.array_equal(pixels, bunch.data) and np.array_equal(target, bunch.target)
+
+
+def test_a_table_run_with_embeddings_logs_its_metrics_to_tensorboard_and_summarises(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dlkit.cli.main import main
+
+    data = regression_csv(tmp_path / "t.csv")
+    run = dlkit.train(data=str(data), target="y", epochs=3, categorical_encoding="embedding", report=False,
+                      out=str(tmp_path / "run"), quiet=True)
+    spec = dlkit.load(run.dir).spec
+    assert spec.encoding == "embedding" and spec.cardinalities == [4]  # a, b, c and the unknown bucket
+    events = EventAccumulator(str(run.dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train", "loss/val", "rmse/val", "mae/val", "r2/val"} <= tags
+    rmse = [e.value for e in events.Scalars("rmse/val")]
+    assert rmse == pytest.approx([r["val_rmse"] for r in run.history], rel=1e-5)
+    assert main(["summary", str(run.dir)]) == 0
+    out = capsys.readouterr().out
+    assert "parameters" in out and "Embedding" in out
