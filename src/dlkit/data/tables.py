@@ -562,9 +562,9 @@ def synthetic_linear(args: dict[str, Any]):
 
     unknown = set(args) - set(SYNTHETIC_DEFAULTS) - {"seed"}
     require(not unknown, f"synthetic-linear takes --data-arg w, b, noise, n and seed (got {', '.join(sorted(unknown))})")
-    w = args.get("w", SYNTHETIC_DEFAULTS["w"])
-    w = np.asarray([w] if isinstance(w, (int, float)) else w, dtype=np.float64)
-    b, noise, n = float(args.get("b", 4.2)), float(args.get("noise", 0.01)), int(args.get("n", 1000))
+    true_w, b = synthetic_truth(args)
+    w = np.asarray(true_w, dtype=np.float64)
+    noise, n = float(args.get("noise", SYNTHETIC_DEFAULTS["noise"])), int(args.get("n", SYNTHETIC_DEFAULTS["n"]))
     rng = np.random.default_rng(int(args.get("seed", 0)))
     x = rng.normal(0, 1, (n, len(w)))
     y = x @ w + b + rng.normal(0, noise, n)
@@ -574,6 +574,7 @@ def synthetic_linear(args: dict[str, Any]):
 
 
 def synthetic_truth(args: dict[str, Any]) -> tuple[list[float], float]:
+    """The true w and b of synthetic-linear: --data-arg values or the book's defaults (one place for both uses)."""
     w = args.get("w", SYNTHETIC_DEFAULTS["w"])
     return [float(v) for v in ([w] if isinstance(w, (int, float)) else w)], float(args.get("b", SYNTHETIC_DEFAULTS["b"]))
 
