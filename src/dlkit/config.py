@@ -22,6 +22,11 @@ def int_or_auto(text: str):
     return "auto" if str(text).lower() == "auto" else int(text)
 
 
+def float_or_auto(text: str):
+    """CLI parser for --lr: a number or the word auto (run the LR finder first)."""
+    return "auto" if str(text).lower() == "auto" else float(text)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # data
@@ -64,6 +69,9 @@ class TrainConfig:
     models_from: list = opt([], "a .py file whose @dlkit.register_model names --model can use (its code runs)")
     weights: str | None = opt(None, "local pretrained weights file (.safetensors/.pt/.pth) for the backbone")
     freeze_backbone: bool = opt(False, "train only the classifier head")
+    init: str = opt("default", "initialise every Linear and Conv layer: default (PyTorch's/the model's own), xavier "
+                    "(uniform), kaiming (normal, fan-in, ReLU) or normal (std 0.01), as in d2l",
+                    choices=("default", "xavier", "kaiming", "normal"))
     init_from: str | None = opt(None, "start a new run from the weights of this run or checkpoint (fine-tuning)",
                                 flag="--resume-weights-only")
     # optimisation
@@ -71,7 +79,8 @@ class TrainConfig:
                     "probabilities for classes)", choices=("auto", "cross-entropy", "mse", "l1", "huber"))
     label_smoothing: float = opt(0.0, "label smoothing for cross-entropy, in [0, 1)")
     optimizer: str = opt("adamw", "optimizer", choices=("sgd", "adagrad", "rmsprop", "adam", "adamw"))
-    lr: float = opt(2e-3, "peak learning rate")
+    lr: float | str = opt(2e-3, "peak learning rate, or auto: run the LR finder first and use its suggestion",
+                          parse=float_or_auto)
     momentum: float = opt(0.0, "momentum for sgd and rmsprop (0 = plain SGD, as in torch)")
     nesterov: bool = opt(False, "Nesterov momentum for sgd")
     weight_decay: float = opt(0.0, "L2 penalty (decoupled for adamw)")
@@ -95,6 +104,9 @@ class TrainConfig:
     device: str = opt("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
     amp: bool = opt(False, "mixed precision: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16)")
     compile: bool = opt(False, "torch.compile the model (slower start, faster steps on big models)")
+    nproc_per_node: int | None = opt(None, "train with N processes on this machine (DistributedDataParallel, started "
+                                     "through torchrun); --batch-size is then per process")
+    sync_bn: bool = opt(False, "with several processes: convert BatchNorm to SyncBatchNorm (CUDA only)")
     deterministic: bool = opt(False, "deterministic algorithms (bitwise repeatable on the CPU; slower on CUDA)")
     # run
     out: str | None = opt(None, "run directory to create (must not exist); default runs/<time>-<data>-<model>")
@@ -116,7 +128,10 @@ class TrainConfig:
         require(self.save_every_steps is None or self.save_every_steps >= 1,
                 f"--save-every-steps must be at least 1 (got {self.save_every_steps})")
         require(self.worker_timeout > 0, f"--worker-timeout must be positive (got {self.worker_timeout})")
-        require(self.lr > 0, f"--lr must be positive (got {self.lr}); try 0.01")
+        require(self.lr == "auto" or (isinstance(self.lr, (int, float)) and self.lr > 0),
+                f"--lr must be positive or auto (got {self.lr}); try 0.01")
+        require(self.nproc_per_node is None or self.nproc_per_node >= 1,
+                f"--nproc-per-node must be at least 1 (got {self.nproc_per_node})")
         require(0 < self.val_split < 1, f"--val-split must be between 0 and 1 (got {self.val_split}); try 0.2")
         require(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
         require(self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -440,7 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", default="compare.png")
     p.set_defaults(func=cmd_compare)
+
+    for name in COMMAND_MODULES:  # commands that live in their own module register themselves
+        importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
+
+
+# Each names a module of dlkit.cli with register(subparsers); it imports only argparse at the top, so `dlkit --help`
+# stays fast, and its heavy parts (onnx, fastapi, optuna) only when its command runs.
+COMMAND_MODULES = ("export", "serve", "sweep", "lr_find")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,8 @@
+"""`dlkit lr-find`: being built (placeholder so the CLI registry imports)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pass
