@@ -31,11 +31,14 @@ class Run:
 
 
 def train(config: str | Path | None = None, *, resume: str | Path | None = None, quiet: bool = False,
-          log: TextIO | None = None, callbacks: list | None = None, **overrides: Any) -> Run:
+          log: TextIO | None = None, callbacks: list | None = None, val_data: Any = None, **overrides: Any) -> Run:
     """Train a model; keyword arguments are TrainConfig fields (data, model, epochs, lr, ...).
 
     `model` may also be your own network: an nn.Module instance, or a class or function that builds one (called
     with the model_args, plus in_channels / num_classes / image_size where its signature takes them).
+    `data` may also be your own map-style Dataset of (image, label), with `val_data` its validation Dataset (else
+    val_split of it is held out): PIL images or uint8 tensors are resized and normalised as dlkit's own files are;
+    float tensors are used as your transform made them. Labels are class indices or names.
 
     Args:
         config: optional YAML file of TrainConfig fields; keyword arguments override it.
@@ -61,6 +64,7 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
 
         model_object = overrides["model"]
         overrides["model"] = spec_name(source_of(model_object))
+    data_objects = _data_objects(overrides, val_data)
 
     if resume is not None:
         base = read_config(Path(resume))
@@ -68,9 +72,25 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
         cfg = make_config({**base, **overrides}, None)
     else:
         cfg = make_config(overrides, config)
-    trainer = Trainer(cfg, Console(quiet=quiet, stream=log), resume=resume, model_object=model_object).setup()
+    trainer = Trainer(cfg, Console(quiet=quiet, stream=log), resume=resume, model_object=model_object,
+                      data_objects=data_objects).setup()
     summary = trainer.fit(callbacks)
     return Run(trainer.run_dir, summary, trainer.history)
+
+
+def _data_objects(overrides: dict[str, Any], val_data: Any) -> tuple | None:
+    """The learner's own Dataset objects, replaced in the config by a name (a config holds only plain values)."""
+    from .data.modality import DATASET_PREFIX
+    from .errors import UserError
+
+    data = overrides.get("data")
+    if data is None or isinstance(data, (str, Path)):
+        if val_data is not None:
+            raise UserError("val_data= goes with your own Dataset object as data=; with --data SPEC the data's own "
+                            "validation split (or --val-split) is used")
+        return None
+    overrides["data"] = DATASET_PREFIX + type(data).__name__
+    return data, val_data
 
 
 def evaluate(path: str | Path, data: str | None = None, split: str = "val", **kwargs: Any) -> dict[str, Any]:

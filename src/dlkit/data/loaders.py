@@ -164,7 +164,8 @@ class FileBatches:
         self.timeout = timeout if workers > 0 else 0
         self.batch_size = batch_size
         self.loader = torch.utils.data.DataLoader(
-            FileDataset(samples, channels, size, augment), batch_size=batch_size, sampler=self.sampler,
+            samples.to_dataset() if hasattr(samples, "to_dataset") else FileDataset(samples, channels, size, augment),
+            batch_size=batch_size, sampler=self.sampler,
             num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(seed + 1), timeout=self.timeout,
         )

@@ -19,10 +19,18 @@ from .source import DataSource, Rows, Samples, holdout_indices
 MODALITIES: Registry = Registry("modality")
 
 
-def modality_for(data: str) -> "Images | Tables":
+def modality_for(data: str, objects: tuple | None = None) -> "Images | Tables":
+    """The modality of a --data spec; `objects`: the user's own Dataset objects, passed from Python."""
     from .tables import is_table
 
+    if objects or str(data).startswith(DATASET_PREFIX):
+        from . import user  # registers the "dataset" modality
+
+        return user.UserDatasets(*(objects or (None,)))  # unbound (a saved config): preparing it says what to do
     return MODALITIES.get("table" if is_table(str(data)) else "image")
+
+
+DATASET_PREFIX = "dataset:"  # cfg.data of a run trained on a Dataset object: dataset:<its class name>
 
 
 # ---- images --------------------------------------------------------------------------------------------------------
@@ -75,6 +83,13 @@ class Images:
         from .spec import PreprocessSpec
 
         return PreprocessSpec.from_dict(d)
+
+    @staticmethod
+    def inputs(spec, augment=None, channels_last: bool = False) -> Callable:
+        """uint8 batches -> augmented (in-memory data, training), normalised float input."""
+        from ..training.loop import Inputs
+
+        return Inputs(spec, augment, channels_last)
 
 
 def _where_kept(data, cache: str) -> str:
@@ -276,6 +291,10 @@ class Tables:
         return (spec.numeric_width + len(spec.cardinalities),)
 
     @staticmethod
+    def inputs(spec, augment=None, channels_last: bool = False) -> Callable:
+        return TableInputs()
+
+    @staticmethod
     def spec_from_dict(d: dict[str, Any]):
         from .tables import TableSpec
 
@@ -323,8 +342,5 @@ class TableInputs:
 
 
 def inputs_for(modality, spec, augment=None, channels_last: bool = False) -> Callable:
-    if modality.name == "table":
-        return TableInputs()
-    from ..training.loop import Inputs
-
-    return Inputs(spec, augment, channels_last)
+    """What turns a batch from the loader into the model's input: the modality decides."""
+    return modality.inputs(spec, augment, channels_last)

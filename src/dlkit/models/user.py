@@ -220,10 +220,42 @@ def register_model(name: str, help: str = "", default_size: int = 32) -> Callabl
     return add
 
 
+ENTRY_POINT_GROUP = "dlkit.models"
+_entry_points_loaded = False
+
+
 def load_models_from(paths) -> None:
-    """--models-from: run the files whose @dlkit.register_model calls add names."""
+    """--models-from: run the files whose @dlkit.register_model calls add names; and, once per process, the
+    installed packages' `dlkit.models` entry points (a module that registers names, or a class or factory
+    registered under the entry point's name), as timm's and pytest's plugins are found."""
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        load_entry_points()
     for path in paths or []:
         load_module_file(path)
+
+
+def load_entry_points() -> list[str]:
+    """Import every `dlkit.models` entry point; returns the names they made. A broken plugin is a warning only:
+    one package's bug must not stop training another model."""
+    import sys
+    from importlib.metadata import entry_points
+
+    from .registry import MODELS
+
+    names = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = point.load()
+        except Exception as e:  # noqa: BLE001 - third-party code
+            print(f"warning: model plugin {point.name} ({point.value}) failed to load: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+            continue
+        if callable(obj) and point.name not in MODELS:
+            register_model(point.name)(obj)
+        names.append(point.name)
+    return names
 
 
 def create_user_model(obj_or_spec: Any, in_channels: int, num_classes: int, image_size: int,

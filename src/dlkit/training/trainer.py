@@ -21,6 +21,7 @@ from ..config import TrainConfig, absolute_path
 from ..data import PreparedData, make_batches
 from ..data.augment import BatchAugment
 from ..data.modality import inputs_for, modality_for
+from ..models.user import load_models_from
 from ..errors import UserError
 from ..models import create_model, default_size, is_user_spec, load_backbone_weights
 from ..track.console import Console, ConsoleProgress
@@ -51,9 +52,10 @@ class _StopNow(Exception):
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, console: Console | None = None, resume: str | Path | None = None,
-                 model_object: Any = None):
+                 model_object: Any = None, data_objects: tuple | None = None):
         self.cfg, self.console = cfg, console or Console()
         self.model_object = model_object  # the learner's own network, passed from Python
+        self.data_objects = data_objects  # the learner's own (train, val) Datasets, passed from Python
         self.model_source: dict[str, Any] | None = None
         self.resume_dir = Path(resume) if resume else None
         self.epoch = self.step = self.best_epoch = self.step_in_epoch = 0
@@ -70,7 +72,8 @@ class Trainer:
 
     def setup(self) -> "Trainer":
         cfg = self.cfg
-        self.modality = modality_for(cfg.data)
+        self.modality = modality_for(cfg.data, self.data_objects)
+        load_models_from(cfg.models_from)  # @dlkit.register_model names (and installed plugins') join the registry
         self.device = resolve_device(cfg.device)
         self.device_label = device_label(self.device, cfg.amp)
         if cfg.amp and amp_dtype(self.device, cfg.amp) is None:
@@ -125,13 +128,15 @@ class Trainer:
     def _build_model(self) -> torch.nn.Module:
         cfg, spec = self.cfg, self.data.spec
         self.model_args = {**self.modality.model_args(spec), **cfg.model_args}
-        from ..models.user import load_models_from
-
-        load_models_from(cfg.models_from)  # their @dlkit.register_model names join the registry
         if self.model_object is not None or is_user_spec(cfg.model):
             model = self._user_model()
         else:
             model = create_model(cfg.model, **self.model_args)
+        if cfg.init != "default":
+            from ..models.init import initialize
+
+            touched = initialize(model, cfg.init, self._probe_shape())
+            self.console.print(f"init: {cfg.init} on {touched} Linear/Conv layer(s)")
         for source, label in ((cfg.init_from, "--resume-weights-only"), (cfg.weights, "--weights")):
             if source:
                 missing = load_backbone_weights(model, _weights_file(source))
@@ -235,6 +240,8 @@ class Trainer:
         """uint8 images of some samples, decoded as the spec says when they are files."""
         if samples.images is not None:
             return samples.images.cpu()
+        if hasattr(samples, "uint8_images"):  # the learner's own Dataset
+            return samples.uint8_images(self.data.spec)
         from ..data.images import load_image
 
         s = self.data.spec
