@@ -156,3 +156,16 @@ def test_config_file_and_flags_combine(folder, tmp_path, capsys):
     config.write_text("epoch: 3\n")
     code, out = run_cli("train", "--config", config, capsys=capsys)
     assert code == 2 and "unknown config key(s) epoch" in out.err
+
+
+def test_an_op_without_a_deterministic_kernel_is_one_line_naming_the_op(monkeypatch, capsys):
+    import dlkit.api
+
+    def strict(*args, **kwargs):  # what torch raises under use_deterministic_algorithms(True)
+        raise RuntimeError("adaptive_avg_pool2d_backward_cuda does not have a deterministic implementation, but you "
+                           "set 'torch.use_deterministic_algorithms(True)'. You can turn off determinism ...")
+
+    monkeypatch.setattr(dlkit.api, "train", strict)
+    assert main(["train", "--deterministic"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "adaptive_avg_pool2d_backward_cuda has no deterministic implementation" in err

@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         from ..training.trainer import TrainingInterrupted
 
+        if "does not have a deterministic implementation" in str(e):  # --deterministic met an op that has none
+            op = str(e).split(" does not have")[0].strip()
+            print(f"error: --deterministic: {op} has no deterministic implementation on this device; drop "
+                  "--deterministic, or choose a model without that operation", file=sys.stderr)
+            return 2
         if not isinstance(e, TrainingInterrupted):
             raise
         print(f"interrupted: {e}\nresume with: dlkit train --resume {e.run_dir}", file=sys.stderr)
