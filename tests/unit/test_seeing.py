@@ -171,3 +171,34 @@ def test_progress_without_a_terminal_prints_plain_periodic_lines(monkeypatch, tm
     assert "\r" not in text
     steps = [line for line in text.splitlines() if line.strip().startswith("epoch 1/1 step")]
     assert len(steps) >= 5 and "img/s" in steps[0] and "eta" in steps[0]
+
+
+def test_tensorboard_draws_its_figures_and_histograms_off_the_training_thread(tmp_path, monkeypatch):
+    """Issue 14: per-epoch tracking stays off the critical path; the files still get every figure."""
+    import threading
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dlkit.track import figures
+
+    drawn_on = []
+    real_confusion, real_grid = figures.confusion_figure, figures.image_grid
+
+    def confusion(*args, **kwargs):
+        drawn_on.append(threading.current_thread().name)
+        return real_confusion(*args, **kwargs)
+
+    def grid(*args, **kwargs):
+        drawn_on.append(threading.current_thread().name)
+        return real_grid(*args, **kwargs)
+
+    monkeypatch.setattr(figures, "confusion_figure", confusion)
+    monkeypatch.setattr(figures, "image_grid", grid)
+    run = dlkit.train(data="digits", model="softmax", epochs=2, out=str(tmp_path / "run"), quiet=True, report=False)
+    tb_threads = [name for name in drawn_on if name.startswith("dlkit-tensorboard")]
+    assert len(tb_threads) >= 3 and len(tb_threads) == len(drawn_on)  # first batch, mistakes, confusion: all off-thread
+    events = EventAccumulator(str(run.dir / "tb"), size_guidance={"images": 0, "histograms": 0})
+    events.Reload()
+    assert {"val/confusion_matrix", "data/first_train_batch"} <= set(events.Tags()["images"])
+    assert any(tag.startswith("weights/") for tag in events.Tags()["histograms"])
+    assert [e.step for e in events.Images("val/confusion_matrix")] == [1, 2]

@@ -1,0 +1,70 @@
+"""Fixed overhead of a short run: the seconds a `dlkit train` process spends outside its training and validation
+steps (process start to the first step, plus the last step to exit; the TensorBoard files and the report included),
+against the reference floor of `python -c "import torch"`, measured in the same run.
+
+Every repeat starts fresh processes in alternating order. Wall times are taken by this parent around each child
+(interpreter start-up and exit included on both sides); the dlkit run reports, in its --json summary, the seconds of
+its training and validation steps (train_s, val_s) and where the rest went (setup_s from process start to the first
+step, write_s after the last). Goal (issue 14): overhead - import torch <= 1.5 s for the run below.
+
+    python benchmarks/fixed_overhead.py [--repeat 5] [--tensorboard]      (the report is written, as by default)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import fashion_dir, median  # noqa: E402
+
+RUN = ["--model", "lenet-modern", "--optimizer", "adamw", "--schedule", "onecycle", "--amp", "--epochs", "1"]
+
+
+def wall(argv: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard files (the issue's run: off)")
+    args = parser.parse_args()
+    data = fashion_dir()
+    dlkit = [sys.executable, "-m", "dlkit.cli.main", "train", "--data", str(data), *RUN, "--json", "-q"]
+    dlkit += [] if args.tensorboard else ["--no-tensorboard"]
+    rows = {"import torch": [], "dlkit wall": [], "steps (train+val)": [], "setup (start -> 1st step)": [],
+            "writing (last step -> summary)": [], "exit (summary -> process gone)": [], "overhead": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeat):
+            order = ("torch", "dlkit") if r % 2 else ("dlkit", "torch")
+            for side in order:
+                if side == "torch":
+                    rows["import torch"].append(wall([sys.executable, "-c", "import torch"])[0])
+                    continue
+                seconds, out = wall(dlkit + ["--out", f"{tmp}/run{r}"])
+                t = json.loads(out.strip().splitlines()[-1])["timing"]
+                steps = t["train_s"] + t["val_s"]
+                rows["dlkit wall"].append(seconds)
+                rows["steps (train+val)"].append(steps)
+                rows["setup (start -> 1st step)"].append(t["setup_s"])
+                rows["writing (last step -> summary)"].append(t["write_s"])
+                rows["exit (summary -> process gone)"].append(max(0.0, seconds - t["total_s"]))
+                rows["overhead"].append(seconds - steps)
+    print(f"1-epoch Fashion-MNIST run: dlkit train {' '.join(RUN)}{'' if args.tensorboard else ' --no-tensorboard'}")
+    print(f"{args.repeat} repeats, medians (seconds); each side a fresh process, alternating order")
+    for name, values in rows.items():
+        print(f"  {name:<32} {median(values):7.2f}   [{', '.join(f'{v:.2f}' for v in values)}]")
+    beyond = median(rows["overhead"]) - median(rows["import torch"])
+    print(f"fixed overhead beyond import torch: {beyond:.2f} s (goal <= 1.5 s); "
+          f"overhead / import torch = {median(rows['overhead']) / median(rows['import torch']):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
