@@ -15,7 +15,7 @@ from .errors import UserError  # noqa: E402
 _LAZY = {
     "train": "api", "evaluate": "api", "Run": "api", "load": "infer", "Predictor": "infer",
     "create_model": "models", "list_models": "models", "TrainConfig": "config", "summarize": "evaluation.summary",
-    "cross_validate": "cv", "register_model": "models.user",
+    "cross_validate": "cv", "register_model": "models.user", "lr_find": "training.lr_find", "sweep": "training.sweep",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]

@@ -72,8 +72,16 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
         cfg = make_config({**base, **overrides}, None)
     else:
         cfg = make_config(overrides, config)
+    finder = None
+    if cfg.lr == "auto":  # the LR finder first, on the same model and data; config.yaml records the rate used
+        from .training.lr_find import auto_lr
+
+        cfg, finder = auto_lr(cfg, Console(quiet=quiet, stream=log), model_object=model_object,
+                              data_objects=data_objects)
     trainer = Trainer(cfg, Console(quiet=quiet, stream=log), resume=resume, model_object=model_object,
                       data_objects=data_objects).setup()
+    if finder is not None:
+        finder.plot(trainer.run_dir / "lr_find.png")
     summary = trainer.fit(callbacks)
     return Run(trainer.run_dir, summary, trainer.history)
 
