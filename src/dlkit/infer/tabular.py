@@ -121,6 +121,12 @@ class TablePredictor:
         """Predictions for a table file, DataFrame, dict or list of dicts, as a DataFrame."""
         return self.predict_frame(table, id_column)[0]
 
+    def export_onnx(self, path=None, **options):
+        """This model as an ONNX file, checked against PyTorch first; see dlkit.export.onnx.export_onnx."""
+        from ..export.onnx import export_onnx
+
+        return export_onnx(self, path, **options)
+
 
 def load_table_predictor(metas: Sequence[dict[str, Any]], models: Sequence[torch.nn.Module], device: torch.device,
                          path: Path) -> TablePredictor:
