@@ -1,0 +1,256 @@
+"""What the service runs: an engine (torch eager or onnxruntime) behind one small interface per modality.
+
+An engine offers `.spec`, `.classes` and, for images, `.probabilities(uint8 NxCxHxW) -> NxK`, for tables,
+`.predict_frame(DataFrame) -> (DataFrame, notes)`; `dlkit.load` gives one for torch and `OnnxModel` for onnx. The
+backend around it splits the work in two: `prepare` runs on the decode pool (no model call), `run_batch` on the one
+inference thread only. The app never asks which modality or engine it has.
+"""
+from __future__ import annotations
+
+import heapq
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+from ..registry import Registry
+from .uploads import HttpError
+
+ENGINES: Registry[Callable[..., tuple[Any, dict]]] = Registry("serving backend")
+MODALITIES: Registry[type] = Registry("modality")
+
+
+class _NamedBytes(io.BytesIO):
+    """An upload's bytes, which print as the upload's name (dlkit's image errors quote their source)."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.label = name
+
+    def __str__(self) -> str:
+        return self.label
+
+
+@MODALITIES.register("image")
+class ImageBackend:
+    """Uploads decoded exactly as `dlkit predict` decodes files (data.images.load_image), answered with top-k."""
+
+    modality = "image"
+
+    def __init__(self, engine, engine_name: str, info: dict):
+        self.engine, self.engine_name, self.spec = engine, engine_name, engine.spec
+        self.classes = tuple(engine.classes)
+        self.info = {**info, "task": "classification", "classes": list(self.classes),
+                     "input": {"kind": "image", **self.spec.to_dict()}}
+
+    def prepare(self, label: str, data: bytes):
+        """Bytes -> uint8 CxHxW at the spec's size; refuses what is not an image, or too many pixels."""
+        from ..data.images import ImageError
+
+        check_header(data, label)
+        try:
+            return decode_as_file(data, label, self.spec.channels, self.spec.image_size)
+        except (ImageError, ValueError) as e:  # a truncated or corrupt file: its header read, its pixels did not
+            raise HttpError(400, f"cannot decode the image {label}: {str(e).removeprefix(label + ': ')}") from None
+
+    def sample(self) -> tuple[str, bytes]:
+        """A JPEG to warm up on at start-up (decoders, imports, first forward), so the first request is not slow."""
+        from PIL import Image
+
+        side = self.spec.image_size * 2
+        buffer = io.BytesIO()
+        Image.new("RGB", (side, side), (120, 110, 100)).save(buffer, "JPEG")
+        return "warm-up.jpg", buffer.getvalue()
+
+    def run_batch(self, images: list) -> list[list[float]]:
+        import torch
+
+        return self.engine.probabilities(torch.stack(images)).tolist()
+
+    def respond(self, labels: list[str], results: list[list[float]], topk: int) -> dict:
+        """{"results": [{"file", "predictions": [{"class", "probability"}, ...]}, ...]}: top-k, plain Python."""
+        return {"results": [{"file": label, "predictions": self._top(probs, topk)} for label, probs in zip(labels, results)]}
+
+    def _top(self, probs: list[float], k: int) -> list[dict]:
+        best = heapq.nlargest(min(k, len(probs)), range(len(probs)), key=probs.__getitem__)
+        return [{"class": self.classes[i], "probability": probs[i]} for i in best]
+
+
+def check_header(data: bytes, label: str) -> None:
+    """415 unless Pillow recognises an image; 413 over the pixel limit, known from the header before any decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(_NamedBytes(data, label)) as probe:  # reads the header only
+            pixels, size = probe.width * probe.height, "{}x{} = ".format(*probe.size)
+    except Image.DecompressionBombError as e:  # over twice the limit: Pillow refuses it already at open
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels, size = (int(found.group(1)) if found else 0), ""
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        why = "an empty file" if not data else (f"Pillow recognises no image format in its {len(data):,} bytes"
+                                                if isinstance(e, UnidentifiedImageError)
+                                                else f"its header is broken: {str(e)[:80]}")
+        raise HttpError(415, f"{label}: not an image ({why}); send a JPEG, PNG, WebP, BMP, TIFF or PPM file") from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and (pixels > limit or not pixels):
+        raise HttpError(413, f"{label}: image too large ({size}{pixels:,} pixels; this server takes at most "
+                             f"{limit:,}); send a smaller image (the server's owner may raise --max-image-pixels)")
+
+
+def decode_as_file(data: bytes, label: str, channels: int, size: int):
+    """load_image on an upload exactly as `dlkit predict` reads the same file: through its path, which here names
+    an anonymous in-memory file (memfd), so whatever load_image does with paths (its fast JPEG/PNG decoders, Pillow's
+    draft mode) happens to the upload too. Nothing touches the disk. Where memfd is missing (not Linux): Pillow."""
+    from ..data.images import ImageError, load_image
+
+    if not (hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")):
+        return load_image(_NamedBytes(data, label), channels, size)
+    fd = os.memfd_create("dlkit-upload", os.MFD_CLOEXEC)
+    path = f"/proc/self/fd/{fd}"
+    try:
+        with memoryview(data) as view:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, view[written:])
+        return load_image(path, channels, size)
+    except ImageError as e:
+        raise ImageError(str(e).replace(path, label)) from None
+    finally:
+        os.close(fd)
+
+
+@MODALITIES.register("table")
+class TableBackend:
+    """JSON rows in, the table model's predictions out (a DataFrame is built here: a request never names a file)."""
+
+    modality = "table"
+
+    def __init__(self, engine, engine_name: str, info: dict):
+        self.engine, self.engine_name, self.spec = engine, engine_name, engine.spec
+        self.classes = tuple(engine.classes)
+        self.info = {**info, "task": self.spec.task, "classes": list(self.classes), "input": table_input(self.spec)}
+
+    def prepare(self, label: str, rows: list[dict]):
+        import pandas as pd
+
+        return pd.DataFrame(rows)
+
+    def sample(self) -> None:
+        return None  # no rows to make up: the first request warms up
+
+    def run_batch(self, frames: list) -> list:
+        """Each request's rows on their own (their notes are theirs); a bad table fails only its own request."""
+        results = []
+        for frame in frames:
+            try:
+                out, notes = self.engine.predict_frame(frame)
+                results.append({"predictions": json.loads(out.to_json(orient="records")), "notes": list(notes)})
+            except UserError as e:
+                results.append(HttpError(400, str(e).replace("the table", "the request")))
+        return results
+
+    def respond(self, labels: list[str], results: list[dict], topk: int) -> dict:
+        """{"predictions": [row, ...], "notes": [...]}: one table per request."""
+        return results[0]
+
+
+def table_input(spec) -> dict:
+    """The columns a page's form needs: name, kind and, for categories, the values seen in training."""
+    columns = []
+    for c in spec.columns:
+        column = {"name": c["name"], "kind": c["kind"]}
+        if c["kind"] == "categorical":
+            column["choices"] = [v for v in c["vocab"] if not str(v).startswith("\0")][:500]
+        columns.append(column)
+    return {"kind": "table", "columns": columns, "target": spec.target, "id_column": spec.id_column}
+
+
+# ---- engines: where the model comes from ---------------------------------------------------------------------------
+
+def _usable_cpus() -> int:
+    from ..device import usable_cpus
+
+    return usable_cpus()
+
+
+# auto_threads: the intra-op threads when --threads is 0. onnxruntime gets 1: with 2, its pool (spinning between
+# runs) took the CPU the decode threads needed, and at 32 clients served 0.62x the requests/s of 1 thread (measured
+# with benchmarks/serve.py on 2 cores); torch's worker did best with all the usable CPUs (1 thread: 0.91x).
+@ENGINES.register("torch", help="PyTorch eager on the checkpoint's own model", auto_threads=_usable_cpus)
+def torch_engine(source: Path, threads: int, device: str) -> tuple[Any, dict]:
+    from ..infer import load
+    from ..infer.predictor import run_dir_of
+
+    if source.suffix.lower() == ".onnx":
+        raise UserError(f"{source} is an ONNX file; serve it with --backend onnx, or pass the run folder for torch")
+    predictor = load(source, device=device)
+    meta = predictor.meta
+    return predictor, {"model": meta.get("model"), "source": _source_name(source),
+                       "metrics": training_metrics(run_dir_of(predictor.path) if predictor.path else None, meta)}
+
+
+@ENGINES.register("onnx", help="onnxruntime on an exported .onnx file (a run folder is exported first)",
+                  auto_threads=lambda: 1)
+def onnx_engine(source: Path, threads: int, device: str) -> tuple[Any, dict]:
+    from ..export import OnnxModel  # both raise UserError naming pip install 'dlkit[export]' when it is missing
+
+    source_name = _source_name(source)
+    if source.suffix.lower() != ".onnx":
+        source = _export_to_temp(source)
+    model = OnnxModel(source, threads=threads)
+    meta = model.meta
+    metrics = meta.get("metrics") or {}
+    if isinstance(metrics.get("data"), str) and "/" in metrics["data"]:
+        metrics = {**metrics, "data": Path(metrics["data"]).name}
+    return model, {"model": meta.get("model") or source.stem, "source": source_name, "metrics": metrics}
+
+
+def _export_to_temp(source: Path) -> Path:
+    """A run or checkpoint exported to a temporary .onnx (checked against PyTorch first), removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from ..export import export_onnx
+    from ..infer import load
+
+    folder = Path(tempfile.mkdtemp(prefix="dlkit-serve-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return Path(export_onnx(load(source, device="cpu"), folder / "model.onnx").path)
+
+
+def _source_name(source: Path) -> str:
+    """What /info says the model came from: the run folder's or file's name, never a full path on this machine."""
+    return source.resolve().name
+
+
+def training_metrics(run_dir: Path | None, meta: dict) -> dict:
+    """The run's summary (best epoch and its validation metrics) when its folder is there, else the checkpoint's."""
+    summary = run_dir / "summary.json" if run_dir else None
+    if summary and summary.is_file():
+        s = json.loads(summary.read_text())
+        keep = ("data", "epochs", "best_epoch", "monitor", "best_value", "best_metrics", "train_samples", "val_samples")
+        kept = {k: s[k] for k in keep if k in s}
+        if isinstance(kept.get("data"), str) and "/" in kept["data"]:  # a folder on the training machine: its name
+            kept["data"] = Path(kept["data"]).name
+        return kept
+    metrics = meta.get("metrics") or {}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("images_per")}
+
+
+def load_backend(source: str | Path, backend: str = "torch", threads: int = 0, device: str = "cpu"):
+    """A served model: the engine named by `backend` ("torch" or "onnx") wrapped for its modality; threads 0 means
+    the engine's own default (see auto_threads above).
+
+    A .onnx file needs backend "onnx"; a run folder or checkpoint may use either (onnx exports it first,
+    checked against PyTorch)."""
+    source = Path(source)
+    if not source.exists():
+        raise UserError(f"{source} does not exist; pass a run folder, a checkpoint .safetensors or a .onnx file")
+    entry = ENGINES.entry(backend)
+    engine, info = entry.obj(source, threads or entry.info["auto_threads"](), device)
+    modality = getattr(engine, "modality", "image")
+    return MODALITIES.get(modality)(engine, backend, {"backend": backend, "modality": modality, **info})
