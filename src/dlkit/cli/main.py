@@ -16,6 +16,7 @@ from ..errors import UserError
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `dlkit train --nproc-per-node N` reruns it in each rank
     try:
         return args.func(args) or 0
     except UserError as e:
@@ -44,15 +45,40 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..api import train
+    from ..training import distributed
 
     overrides = {f.name: getattr(args, f.name) for f in _config_fields() if hasattr(args, f.name)}
+    settings = {**_saved_settings(args), **overrides}
+    processes = settings.get("nproc_per_node") or 1
+    if str(settings.get("lr")) == "auto" and max(processes, distributed.world_size()) > 1:
+        raise UserError("--lr auto runs the LR finder in one process; with several, run `dlkit lr-find` with the "
+                        "same options first and pass its suggestion as --lr")
+    if processes > 1 and not distributed.under_torchrun():  # torchrun runs this same command in every process
+        distributed.check_launch(settings.get("device", "auto"), bool(settings.get("sync_bn")))
+        return distributed.launch(processes, args.argv)
     log = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the JSON summary
-    run = train(args.config, resume=args.resume, quiet=args.quiet, log=log, **overrides)
+    try:
+        run = train(args.config, resume=args.resume, quiet=args.quiet, log=log, **overrides)
+    except Exception as e:
+        return distributed.exit_code(e)  # under DDP one rank explains, once; alone, the CLI below does
+    if not distributed.is_main_process():
+        return 0
     if args.json:
         print(json.dumps(run.summary))
     elif not args.quiet:
         print(_closing(run.summary))
     return 0
+
+
+def _saved_settings(args: argparse.Namespace) -> dict:
+    """The --config file's values, or the resumed run's: where --nproc-per-node may come from besides the flag."""
+    from ..config import read_config_file
+
+    if args.resume:
+        from ..track.rundir import read_config
+
+        return read_config(Path(args.resume))
+    return read_config_file(args.config) if args.config else {}
 
 
 def _closing(s: dict) -> str:

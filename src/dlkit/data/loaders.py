@@ -1,7 +1,9 @@
 """Batches for training: the in-memory fast path (index a uint8 tensor) and the DataLoader path for big folders."""
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -65,8 +67,13 @@ def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep:
         except ImageError as e:
             return e
 
+    def decode_chunk(paths: list[Path]) -> list:
+        return [decode(path) for path in paths]
+
+    # 64 files a task: one task per file cost as much as decoding a small JPEG (a future, a queue, a lock each)
+    chunks = [samples.paths[i:i + 64] for i in range(0, len(samples.paths), 64)]
     with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
-        results = list(pool.map(decode, samples.paths))
+        results = [r for part in pool.map(decode_chunk, chunks) for r in part]
     bad = [(p, r) for p, r in zip(samples.paths, results) if isinstance(r, ImageError)]
     if bad and strict:
         raise UserError(f"{len(bad)} unreadable image(s), first: {bad[0][1]}; remove them or drop --strict")
@@ -77,6 +84,76 @@ def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep:
                        torch.zeros(0, channels, size, size, dtype=torch.uint8), kept.paths)
     notes = [f"skipped {len(bad)} unreadable image(s): " + "; ".join(str(r) for _, r in bad[:3]) + (" ..." if len(bad) > 3 else "")] if bad else []
     return kept, notes
+
+
+def _part(m: int, rank: int, world: int) -> tuple[int, int]:
+    """[start, stop) of part `rank` when m items are cut into `world` near-equal contiguous parts, the first m % world
+    of them one longer (as torch.tensor_split cuts)."""
+    base, extra = divmod(m, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def _train_part(m: int, rank: int, world: int, batch: int) -> tuple[int, int]:
+    """[start, stop) of rank's slice of a global batch of m samples. A full batch (batch x world): the rank-th of
+    `world` equal slices. The short last one is shared by as few ranks as keep each slice at most `batch` and, where
+    that allows, at least 2 samples (BatchNorm cannot normalise a single sample in training); the others get none."""
+    sharing = max(-(-m // batch), min(world, m // 2), 1)
+    return _part(m, rank, sharing) if rank < sharing else (m, m)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which samples of each epoch's order this process takes: all of them when it trains alone.
+
+    Several processes (DDP), training: every rank draws the same seeded order and cuts it into global batches of
+    batch x world samples; rank r takes the r-th slice of each (see _train_part). So step s covers the same samples
+    as one process at batch x world, each sample is seen once per epoch, and every rank takes the same number of
+    steps. Each batch comes with a weight, its share of the global batch times world, that scales the rank's mean
+    loss: DDP averages the ranks' gradients, and with these weights the average is the global batch's mean gradient
+    however the last, short global batch is split. A rank left without a sample of that batch steps on a stand-in
+    (its first samples, at most 2) at weight 0, so it still steps with the others and adds nothing.
+
+    Several processes, evaluation: rank r takes the r-th contiguous chunk of the unshuffled split, without padding;
+    the ranks' outputs gathered in rank order are the split in its own order, each sample once.
+    """
+
+    rank: int = 0
+    world: int = 1
+    evaluation: bool = False
+
+    def steps(self, n: int, batch: int) -> int:
+        if self.evaluation:
+            start, stop = _part(n, self.rank, self.world)
+            return -(-(stop - start) // batch)
+        return -(-n // (batch * self.world))
+
+    def pieces(self, order: torch.Tensor, batch: int, first_step: int = 0):
+        """(indices, weight) of this process's batches from step `first_step` on; weight None: plain mean loss."""
+        if self.world == 1 or self.evaluation:
+            start, stop = _part(len(order), self.rank, self.world)
+            mine = order[start:stop]
+            for s in range(first_step * batch, len(mine), batch):
+                yield mine[s:s + batch], None
+            return
+        group = batch * self.world
+        for s in range(first_step * group, len(order), group):
+            chunk = order[s:s + group]
+            start, stop = _train_part(len(chunk), self.rank, self.world, batch)
+            if stop > start:
+                yield chunk[start:stop], (stop - start) * self.world / len(chunk)
+            else:
+                yield chunk[:1].repeat(min(2, batch)), 0.0
+
+    def indices(self, order: torch.Tensor, batch: int, first_step: int = 0) -> torch.Tensor:
+        parts = [idx for idx, _ in self.pieces(order, batch, first_step)]
+        return torch.cat(parts) if parts else order[:0]
+
+    def weights(self, n: int, batch: int, first_step: int = 0):
+        """Each coming batch's weight, known from the sizes alone (the DataLoader path pairs them with its batches)."""
+        if self.world == 1 or self.evaluation:
+            return itertools.repeat(None)
+        return [w for _, w in self.pieces(torch.arange(n), batch, first_step)]
 
 
 class TensorBatches:
@@ -97,9 +174,13 @@ class TensorBatches:
         self.batch_size, self.shuffle = batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed)
         self.skip_batches = 0
+        self.shard = Shard()
+
+    def set_shard(self, shard: Shard) -> None:
+        self.shard = shard
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return self.shard.steps(len(self.labels), self.batch_size)
 
     @property
     def num_samples(self) -> int:
@@ -109,28 +190,33 @@ class TensorBatches:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
-        first, self.skip_batches = self.skip_batches * self.batch_size, 0
-        for start in range(first, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            yield (self.images[idx].to(self.device, non_blocking=True),
-                   self.labels[idx].to(self.device, non_blocking=True))
+        first, self.skip_batches = self.skip_batches, 0
+        for idx, weight in self.shard.pieces(order, self.batch_size, first):
+            batch = (self.images[idx].to(self.device, non_blocking=True),
+                     self.labels[idx].to(self.device, non_blocking=True))
+            yield batch if weight is None else (*batch, weight)
 
 
 class EpochOrder(torch.utils.data.Sampler):
-    """Sample order from our own generator, each index paired with the epoch's augmentation seed."""
+    """Sample order from our own generator, each index paired with the epoch's augmentation seed; under DDP, this
+    rank's part of it (see Shard), in the order the DataLoader's batches of `batch_size` cut it."""
 
-    def __init__(self, n: int, shuffle: bool, generator: torch.Generator):
-        self.n, self.shuffle, self.generator = n, shuffle, generator
-        self.skip = 0
+    def __init__(self, n: int, shuffle: bool, generator: torch.Generator, batch_size: int = 1):
+        self.n, self.shuffle, self.generator, self.batch_size = n, shuffle, generator, batch_size
+        self.skip = 0  # batches of the next epoch to leave out (an exact mid-epoch resume)
+        self.shard = Shard()
 
     def __len__(self) -> int:
-        return self.n - self.skip
+        return len(self.shard.indices(torch.arange(self.n), self.batch_size, self.skip))
+
+    def weights(self):
+        return self.shard.weights(self.n, self.batch_size, self.skip)
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         epoch_seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         skip, self.skip = self.skip, 0
-        return iter([(i, epoch_seed) for i in order[skip:].tolist()])
+        return iter([(i, epoch_seed) for i in self.shard.indices(order, self.batch_size, skip).tolist()])
 
 
 class FileDataset(torch.utils.data.Dataset):
@@ -159,7 +245,7 @@ class FileBatches:
                  device: torch.device, seed: int = 0, workers: int | None = None, augment=None,
                  timeout: float = 120):
         self.generator = torch.Generator().manual_seed(seed)  # its own: iterators must not draw from the global RNG
-        self.sampler = EpochOrder(len(samples), shuffle, self.generator)
+        self.sampler = EpochOrder(len(samples), shuffle, self.generator, batch_size)
         self.workers = workers = min(4, usable_cpus()) if workers is None else workers
         self.timeout = timeout if workers > 0 else 0
         self.batch_size = batch_size
@@ -172,7 +258,7 @@ class FileBatches:
         self.device = device
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
+        return self.sampler.shard.steps(self.num_samples, self.batch_size)
 
     @property
     def num_samples(self) -> int:
@@ -180,11 +266,16 @@ class FileBatches:
 
     @property
     def skip_batches(self) -> int:
-        return self.sampler.skip // self.batch_size
+        return self.sampler.skip
 
     @skip_batches.setter
     def skip_batches(self, n: int) -> None:
-        self.sampler.skip = n * self.batch_size
+        self.sampler.skip = n
+
+    def set_shard(self, shard: Shard) -> None:
+        self.sampler.shard = shard
+        if shard.world > 1:
+            self.loader.worker_init_fn = _own_process_group
 
     def __iter__(self):
         threads = torch.get_num_threads()
@@ -192,9 +283,11 @@ class FileBatches:
             # the workers decode on the same cores: compute threads that compete with them spin and slow both
             # (LeNet on a JPEG folder, 2 cores, 2 workers: 6.2k img/s with 2 threads, 7.9k with 1)
             torch.set_num_threads(max(1, min(threads, usable_cpus() - self.workers)))
+        weights = self.sampler.weights()  # read before the loader draws the epoch's order (which clears the skip)
         try:
-            for images, labels in self.loader:
-                yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            for (images, labels), weight in zip(self.loader, weights):
+                batch = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+                yield batch if weight is None else (*batch, weight)
         except RuntimeError as e:
             if "timed out" not in str(e):
                 raise
@@ -202,3 +295,13 @@ class FileBatches:
                             "rerun with --workers 0 to see where it hangs, or raise --worker-timeout") from None
         finally:
             torch.set_num_threads(threads)
+
+
+def _own_process_group(worker_id: int) -> None:
+    """DataLoader workers of a torchrun rank leave the rank's process group: torchrun stops a job by signalling each
+    rank's whole group, and a worker killed by it fails its rank mid-save. Outside the group the rank finishes its
+    step, saves and closes its workers itself (they also exit on their own when their rank dies). Not ignoring
+    SIGTERM instead: closing the workers at exit sends them SIGTERM, and waits for them to go."""
+    import os
+
+    os.setpgid(0, 0)

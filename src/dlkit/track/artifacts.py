@@ -58,7 +58,7 @@ class RunArtifacts:
     def _importance(self, trainer, metrics, logits, labels, plots) -> None:
         from ..evaluation.importance import permutation_importance
 
-        model, spec = trainer.parts.model, trainer.data.spec
+        model, spec = trainer.eval_forward, trainer.data.spec
 
         @torch.inference_mode()
         def predict(rows: torch.Tensor) -> torch.Tensor:
@@ -80,7 +80,8 @@ class RunArtifacts:
             return trainer.val_logits, trainer.val_labels
         weights, _ = load_tensors(trainer.run_dir / "checkpoints" / "best.safetensors")
         trainer.model.load_state_dict(weights)
-        return predict_logits(trainer.parts.model, trainer.val_batches, trainer.parts.inputs, trainer.parts.autocast)
+        return predict_logits(trainer.eval_forward, trainer.whole_val_batches(), trainer.parts.inputs,
+                              trainer.parts.autocast)  # rank 0 alone at the end of a DDP run: the whole split
 
     def _mistakes(self, trainer, logits, labels) -> list[dict[str, Any]]:
         from ..tasks import mean_of_members

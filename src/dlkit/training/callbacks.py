@@ -22,7 +22,8 @@ class Checkpointer:
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
         if record["best"]:
             trainer.save_checkpoint("best")
-        if trainer.epoch >= trainer.cfg.epochs or time.monotonic() - self.saved_at >= self.min_interval:
+        due = trainer.epoch >= trainer.cfg.epochs or time.monotonic() - self.saved_at >= self.min_interval
+        if trainer.dist.agree(due):  # rank 0's clock decides for all: under DDP saving the state is collective
             self._save_last(trainer)
 
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:

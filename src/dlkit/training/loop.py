@@ -28,6 +28,10 @@ class Inputs:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+def finite(loss: torch.Tensor) -> bool:
+    return bool(torch.isfinite(loss))
+
+
 @dataclass
 class StepParts:
     model: torch.nn.Module
@@ -39,6 +43,7 @@ class StepParts:
     clip_grad: float | None = None
     skip_nonfinite: bool = False  # --nan-policy skip-batch: drop a batch whose loss is NaN/inf (one sync per step)
     score: Callable | None = None  # (outputs, targets) -> summed per-sample score on the device (the task's)
+    all_finite: Callable[[torch.Tensor], bool] = finite  # under DDP: on every rank (they skip a batch together)
 
 
 def new_totals(device) -> torch.Tensor:
@@ -48,28 +53,34 @@ def new_totals(device) -> torch.Tensor:
 
 def train_one_epoch(parts: StepParts, batches, totals: torch.Tensor,
                     on_step: Callable[[int, torch.Tensor], None]) -> dict[str, float]:
-    """One pass over `batches`, adding into `totals` in place; on_step(batch_size, loss) after each step."""
+    """One pass over `batches`, adding into `totals` in place; on_step(batch_size, loss) after each step.
+
+    Under DDP a batch carries a third item, the weight of this rank's mean loss (see data.loaders.Shard): with it the
+    gradients DDP averages are the global batch's; a weight-0 batch is a stand-in that steps but counts no sample.
+    """
     model, optimizer = parts.model, parts.optimizer
     model.train()
-    for images, labels in batches:
+    for images, labels, *weight in batches:
+        weight = weight[0] if weight else None
         x = parts.inputs(images, train=True)
         with parts.autocast():
             logits = model(x)
             loss = parts.loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        if parts.skip_nonfinite and not bool(torch.isfinite(loss)):
+        n = 0 if weight == 0 else len(labels)
+        if parts.skip_nonfinite and not parts.all_finite(loss):
             totals[3] += 1
-            on_step(len(labels), loss.detach())
+            on_step(n, loss.detach())
             continue
-        loss.backward()
+        (loss if weight is None else loss * weight).backward()
         if parts.clip_grad:
             torch.nn.utils.clip_grad_norm_(model.parameters(), parts.clip_grad)
         optimizer.step()
         parts.scheduler.step()
-        n = len(labels)
-        totals[0] += loss.detach().float() * n  # in-place on the device: no host sync per step
-        totals[1] += parts.score(logits.detach(), labels) if parts.score else (logits.argmax(1) == labels).sum()
-        totals[2] += n
+        if n:
+            totals[0] += loss.detach().float() * n  # in-place on the device: no host sync per step
+            totals[1] += parts.score(logits.detach(), labels) if parts.score else (logits.argmax(1) == labels).sum()
+            totals[2] += n
         on_step(n, loss.detach())
     return epoch_metrics(totals)
 

@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UserError
+from .distributed import same_on_every_rank
+
 
 def capture_rng() -> dict[str, Any]:
     np_state = np.random.get_state()
@@ -27,31 +30,49 @@ def restore_rng(rng: dict[str, Any]) -> None:
 
 
 def capture(trainer) -> dict[str, Any]:
+    """The state to save. Under DDP every rank calls it (it gathers): the weights, optimizer and order are the same on
+    every rank, but each rank's dropout and augmentation draws are its own, and its totals cover its own samples."""
+    dist = trainer.dist
+    own = {"rng": capture_rng(),
+           "augment": trainer.aug_generator.get_state() if trainer.aug_generator is not None else None}
+    ranks = dist.gather_objects(own)  # on rank 0, which writes: [rank 0's, rank 1's, ...]
+    totals = dist.sum(trainer.totals.clone()) if trainer.totals is not None else None
     return {
         "optimizer": trainer.parts.optimizer.state_dict(),
         "scheduler": trainer.parts.scheduler.state_dict(),  # lr_lambdas is [None]: our multipliers are plain closures
-        "rng": capture_rng(),
+        "rng": own["rng"],
         # the loader's generator before drawing the order of the epoch to (re)start: this one's if mid-epoch
         "epoch_order": trainer.epoch_order_state if trainer.step_in_epoch else trainer.train_batches.generator.get_state(),
-        "augment": trainer.aug_generator.get_state() if trainer.aug_generator is not None else None,
-        "totals": trainer.totals.cpu() if trainer.totals is not None else None,
+        "augment": own["augment"],
+        "totals": totals.cpu() if totals is not None else None,
         "history": trainer.history, "best_value": trainer.best_value, "best_epoch": trainer.best_epoch,
+        "world_size": dist.world_size, "other_ranks": (ranks or [])[1:],
     }
 
 
 def restore(trainer, state: dict[str, Any], step_in_epoch: int) -> None:
+    dist = trainer.dist
+    saved = state.get("world_size", 1)
+    if saved != dist.world_size:  # the global batch, the steps per epoch and the schedule all depend on it
+        raise same_on_every_rank(UserError(
+            f"cannot resume {trainer.run_dir}: it was trained by {saved} process(es) and this run has "
+            f"{dist.world_size}; resume with {saved} (dlkit train --resume {trainer.run_dir} --nproc-per-node {saved}, "
+            f"or the same torchrun command), or start a new run from its weights with --resume-weights-only "
+            f"{trainer.run_dir}"))
     trainer.parts.optimizer.load_state_dict(state["optimizer"])
     trainer.parts.scheduler.load_state_dict(state["scheduler"])
     _apply_config(trainer.parts.optimizer, trainer.parts.scheduler, trainer.cfg)
-    restore_rng(state["rng"])
-    if state["augment"] is not None and trainer.aug_generator is not None:
-        trainer.aug_generator.set_state(state["augment"])
+    own = state if dist.rank == 0 else state["other_ranks"][dist.rank - 1]
+    restore_rng(own["rng"])
+    if own["augment"] is not None and trainer.aug_generator is not None:
+        trainer.aug_generator.set_state(own["augment"])
     trainer.history, trainer.best_epoch = state["history"], state["best_epoch"]
     trainer.best_value = state["best_value"] if "best_value" in state else state.get("best_acc")  # older runs: accuracy
     trainer.train_batches.generator.set_state(state["epoch_order"])
     if step_in_epoch:  # mid-epoch: draw the same order again, skip what was done, keep the running totals
         trainer.train_batches.skip_batches = step_in_epoch
-        trainer.resume_totals = state["totals"]
+        # the saved totals are the job's: rank 0 carries them on, the others start from zero (their sum is the same)
+        trainer.resume_totals = state["totals"] if dist.is_main else torch.zeros_like(state["totals"])
 
 
 def _apply_config(optimizer, scheduler, cfg) -> None:

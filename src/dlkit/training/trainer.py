@@ -27,13 +27,13 @@ from ..models import create_model, default_size, is_user_spec, load_backbone_wei
 from ..track.console import Console, ConsoleProgress
 from ..track.rundir import MetricsFile, new_run_dir, write_config
 from .. import storage as ckpt
-from . import resume
+from . import distributed, resume
 from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
 from ..device import (amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, process_seconds,
                       resolve_device)
 from ..tasks import task_meta
-from .loop import StepParts, epoch_metrics, new_totals, predict_logits, train_one_epoch
+from .loop import StepParts, epoch_metrics, finite, new_totals, predict_logits, train_one_epoch
 from .optim import OPTIMIZERS, lr_multiplier
 
 
@@ -74,8 +74,10 @@ class Trainer:
         cfg = self.cfg
         self.modality = modality_for(cfg.data, self.data_objects)
         load_models_from(cfg.models_from)  # @dlkit.register_model names (and installed plugins') join the registry
-        self.device = resolve_device(cfg.device)
-        self.device_label = device_label(self.device, cfg.amp)
+        self.dist = distributed.connect(resolve_device(cfg.device), cfg.nproc_per_node, cfg.sync_bn)
+        self.device = self.dist.device  # under DDP on CUDA: this rank's own GPU
+        self.console = self.console if self.dist.is_main else Console(quiet=True)  # rank 0 alone prints
+        self.device_label = device_label(self.device, cfg.amp) + self.dist.label
         if cfg.amp and amp_dtype(self.device, cfg.amp) is None:
             self.console.print(f"--amp: no native bf16 on {self.device.type} here (it would be slower), so fp32")
         _seed_everything(cfg.seed)
@@ -94,29 +96,55 @@ class Trainer:
         self.model = self._build_model()
         if cfg.batch_size == "auto":
             found = find_batch_size(self.model, self._probe_shape(), self.device, len(self.data.train))
+            found = self.dist.smallest(found)  # every rank steps with the same batch
             self.console.print(f"batch size: {found} (the largest power of two that fit, --batch-size auto)")
             self.cfg = cfg = replace(cfg, batch_size=found)
-        channels_last = not cfg.deterministic and prefers_channels_last(
-            self.model, self._probe_batch(), self.device, autocast_for(self.device, cfg.amp))
+        channels_last = self.dist.agree(not cfg.deterministic and prefers_channels_last(  # timed: rank 0's choice,
+            self.model, self._probe_batch(), self.device, autocast_for(self.device, cfg.amp)))  # DDP needs one layout
+        self.model = self.dist.prepare(self.model, cfg.sync_bn)
+        self.dist.split_rng(cfg.seed)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         spec = self.data.spec
-        self.train_batches = make_batches(self.data.train, spec, cfg.batch_size, True, self.device, cfg.seed,
-                                          cfg.workers, cfg.augment, cfg.cache, cfg.worker_timeout)
-        self.val_batches = make_batches(self.data.val, spec, max(cfg.batch_size, 256), False, self.device, cfg.seed,
-                                        cfg.workers, cache=cfg.cache, timeout=cfg.worker_timeout)
-        self.steps_per_epoch = len(self.train_batches)
-        augment = BatchAugment(cfg.augment, spec.image_size, torch.Generator().manual_seed(cfg.seed + 1)) \
+        self._make_batches()
+        seed = self.dist.rank_seed(cfg.seed + 1)
+        augment = BatchAugment(cfg.augment, spec.image_size, torch.Generator().manual_seed(seed)) \
             if self.modality.has_images and self.data.in_memory and cfg.augment != "none" else None
         self.aug_generator = augment.gen if augment else None
         self.parts = self._step_parts(inputs_for(self.modality, spec, augment, channels_last))
-        self.run_dir = self.resume_dir or new_run_dir(cfg.out, cfg.runs_dir, cfg.data, cfg.model)
+        self._open_run_dir()
+        return self
+
+    def _make_batches(self) -> None:
+        """Training batches, shuffled, and validation batches in order; under DDP this rank's part of each (Shard)."""
+        cfg = self.cfg
+        self.train_batches = self.dist.shard(make_batches(self.data.train, self.data.spec, cfg.batch_size, True,
+                                                          self.device, cfg.seed, cfg.workers, cfg.augment, cfg.cache,
+                                                          cfg.worker_timeout))
+        self.val_batches = self.dist.shard(self._whole_val_batches(), evaluation=True)
+        self.steps_per_epoch = len(self.train_batches)
+
+    def _open_run_dir(self) -> None:
+        """A new run folder, or the resumed one and its state. Rank 0 creates it and alone writes into it; every
+        rank gets its path."""
+        cfg = self.cfg
+        self.run_dir = self.resume_dir or self.dist.from_main(
+            lambda: new_run_dir(cfg.out, cfg.runs_dir, cfg.data, cfg.model))
         if self.resume_dir:
             self._load_resume_state()
-        write_config(self.run_dir, cfg.to_dict())
-        if not self.resume_dir:
-            save_samples(self.data.val, spec, self.run_dir / "samples")
-        return self
+        if self.dist.is_main:
+            write_config(self.run_dir, cfg.to_dict())
+            if not self.resume_dir:
+                save_samples(self.data.val, self.data.spec, self.run_dir / "samples")
+
+    def _whole_val_batches(self):
+        """Every validation sample in order, as one process sees them (rank 0's report uses it after training)."""
+        cfg = self.cfg
+        return make_batches(self.data.val, self.data.spec, max(cfg.batch_size, 256), False, self.device, cfg.seed,
+                            cfg.workers, cache=cfg.cache, timeout=cfg.worker_timeout)
+
+    def whole_val_batches(self):
+        return self.val_batches if self.dist.world_size == 1 else self._whole_val_batches()
 
     def _prepare_data(self) -> PreparedData:
         data = self.modality.prepare(self.cfg, default_size(self.cfg.model))
@@ -172,17 +200,21 @@ class Trainer:
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.schedule, total, warmup))
         loss_fn = self.task.loss(cfg.loss, cfg.label_smoothing)
-        forward = torch.compile(self.model) if cfg.compile else self.model  # same parameters, compiled graph
+        forward, self.eval_forward = self.dist.wrap(self.model, cfg.compile)  # under DDP: DDP, and the plain model
         return StepParts(forward, optimizer, scheduler, loss_fn, inputs, autocast_for(self.device, cfg.amp),
-                         cfg.clip_grad, skip_nonfinite=cfg.nan_policy == "skip-batch", score=self.task.batch_score)
+                         cfg.clip_grad, skip_nonfinite=cfg.nan_policy == "skip-batch", score=self.task.batch_score,
+                         all_finite=lambda loss: self.dist.all_true(finite(loss)))
 
     # ---- the run -----------------------------------------------------------------------------------------------
 
-    def fit(self, extra_callbacks: list | None = None) -> dict[str, Any]:
+    def _callbacks(self, extra: list) -> list:
+        """Rank 0's: progress, metrics file, checkpoints, early stopping, TensorBoard, report, the caller's. The other
+        ranks keep what decides (saving gathers every rank's RNG state; stopping) and the caller's own."""
         cfg = self.cfg
-        callbacks = [ConsoleProgress(self.console), MetricsFile(self.run_dir), Checkpointer()]
-        if cfg.patience:
-            callbacks.append(EarlyStopping(cfg.patience))
+        stopping = [EarlyStopping(cfg.patience)] if cfg.patience else []
+        if not self.dist.is_main:
+            return [Checkpointer(), *stopping, *extra]
+        callbacks = [ConsoleProgress(self.console), MetricsFile(self.run_dir), Checkpointer(), *stopping]
         if cfg.tensorboard:
             from ..track.tensorboard import TensorBoardLogger
 
@@ -191,7 +223,11 @@ class Trainer:
             from ..track.artifacts import RunArtifacts
 
             callbacks.append(RunArtifacts())
-        self.callbacks = callbacks + self.modality.callbacks(cfg) + list(extra_callbacks or [])
+        return callbacks + self.modality.callbacks(cfg) + extra
+
+    def fit(self, extra_callbacks: list | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        self.callbacks = self._callbacks(list(extra_callbacks or []))
         self.console.print(f"task: {self.task.name}, loss {cfg.loss}, best checkpoint by {self.monitor}")
         self.console.print(f"model: {cfg.model} ({_count(self.model):,} parameters) | {cfg.optimizer} lr {cfg.lr:g} "
                            f"| {cfg.epochs} epochs x {self.steps_per_epoch} steps of {cfg.batch_size} "
@@ -207,15 +243,20 @@ class Trainer:
                     record = self._run_epoch()
                     self.history.append(record)
                     self._emit("on_epoch_end", record)
+                    self.should_stop = self.dist.agree(self.should_stop)  # one rank's callback must not stop alone
         except BaseException as error:
             self._emit("on_exception", error)
             raise
         summary = self.summary(time.perf_counter() - started)
-        ckpt.atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+        self._write_summary(summary)
         self._emit("on_fit_end", summary)
         summary["timing"] = self.timing()  # again, now that the report and the last checkpoint are written
-        ckpt.atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+        self._write_summary(summary)
         return summary
+
+    def _write_summary(self, summary: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            ckpt.atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
 
     def timing(self) -> dict[str, float]:
         """Where the time went, from process start: setup and decoding, training steps, validation, and the rest
@@ -256,12 +297,14 @@ class Trainer:
             self.totals, self.step_in_epoch = new_totals(self.device), 0
         self.images_this_epoch, self.val_s_this_epoch = 0, 0.0
         try:
-            train = train_one_epoch(self.parts, self.train_batches, self.totals, self._on_step)
+            train_one_epoch(self.parts, self.train_batches, self.totals, self._on_step)
         except OutOfMemory:
             raise UserError(f"out of memory at batch size {self.cfg.batch_size} on {self.device_label}; "
                             f"try --batch-size {max(1, self.cfg.batch_size // 2)} or --batch-size auto") from None
         except _StopNow:
-            train = epoch_metrics(self.totals)  # the epoch so far
+            pass  # --stop-at within the epoch: the metrics of the epoch so far
+        train = epoch_metrics(self.dist.sum(self.totals.clone()))  # every rank's samples, each counted once
+        train["skipped"] //= self.dist.world_size  # the ranks skip a batch together, and each counted it
         train_s = time.perf_counter() - started - self.val_s_this_epoch
         self.seconds["train"] += train_s
         self._check_finite(train["loss"])
@@ -270,7 +313,7 @@ class Trainer:
                   **self.task.train_record(train["loss"], train["score"], train["count"]), **self._validate()}
         best = self._consider(record)
         record.update({"lr": self.parts.optimizer.param_groups[0]["lr"],
-                       "images_per_s": self.images_this_epoch / max(train_s, 1e-9),
+                       "images_per_s": self.dist.total(self.images_this_epoch) / max(train_s, 1e-9),
                        "epoch_s": time.perf_counter() - started, "best": best})
         self._note_young_batchnorm(record)
         if train["skipped"]:
@@ -297,9 +340,10 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         """The validation split's metrics, over all of it; its outputs are kept for callbacks (mistakes, PR curves)."""
         started = time.perf_counter()
-        logits, labels = predict_logits(self.parts.model, self.val_batches, self.parts.inputs, self.parts.autocast)
+        logits, labels = predict_logits(self.eval_forward, self.val_batches, self.parts.inputs, self.parts.autocast)
+        logits, labels = self.dist.gather_rows(logits), self.dist.gather_rows(labels)  # rank 0: the split, in order
         self.val_logits, self.val_labels = logits, labels
-        metrics = self.task.val_metrics(logits, labels, self.parts.loss_fn)
+        metrics = self.dist.from_main(lambda: self.task.val_metrics(logits, labels, self.parts.loss_fn))
         elapsed = time.perf_counter() - started
         self.seconds["val"] += elapsed
         self.val_s_this_epoch += elapsed
@@ -337,6 +381,7 @@ class Trainer:
                            + "  ".join(f"{k.removeprefix('val_')} {v:.4g}" for k, v in record.items()
                                        if k.startswith("val_")) + (" *" if record["best"] else ""))
         self._emit("on_validation_end", record)
+        self.should_stop = self.dist.agree(self.should_stop)
         if self.should_stop:
             raise _StopNow
 
@@ -347,16 +392,18 @@ class Trainer:
         if self.step % max(1, self.steps_per_epoch // 25) == 0:  # a curve worth looking at, without a sync per step
             self.step_losses.append((self.epoch - 1 + self.step_in_epoch / self.steps_per_epoch, float(loss)))
         self._emit("on_batch_end", batch_size, loss)
-        if self._signal is not None:
+        signum = self.dist.largest(self._signal or 0)  # all ranks stop after the same step, whichever was signalled
+        if signum:
             self._save_mid_epoch()
-            raise TrainingInterrupted(self._signal, self.run_dir, self.step)
+            raise TrainingInterrupted(signum, self.run_dir, self.step)
         if self.cfg.save_every_steps and self.step % self.cfg.save_every_steps == 0:
             self._save_mid_epoch()
         if self.cfg.val_every and self.step % self.cfg.val_every == 0 and self.step_in_epoch < self.steps_per_epoch:
             self._validate_within_epoch()
 
     def _save_mid_epoch(self) -> None:
-        self._check_finite(epoch_metrics(self.totals)["loss"])  # never let NaN weights replace a good `last`
+        # never let NaN weights replace a good `last` (the job's loss: every rank then agrees)
+        self._check_finite(epoch_metrics(self.dist.sum(self.totals.clone()))["loss"])
         self.save_checkpoint("last", with_state=True)
 
     def _check_finite(self, loss: float) -> None:
@@ -426,12 +473,17 @@ class Trainer:
         }
 
     def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
+        """Rank 0 writes; under DDP every rank calls it with the same arguments, as capturing the state is collective.
+        self.model is the plain module (DDP only wraps it), so the file is the single-process format."""
         folder = self.run_dir / "checkpoints"
-        meta = self.checkpoint_meta()
-        if with_state:  # the state first: a model file never points at state that is not on disk yet
-            tensors, skeleton = ckpt.flatten_state(resume.capture(self))
-            ckpt.save_tensors(folder / f"{name}.state.safetensors", tensors, {"state": skeleton, "step": self.step})
+        state = resume.capture(self) if with_state else None
         path = folder / f"{name}.safetensors"
+        if not self.dist.is_main:
+            return path
+        meta = self.checkpoint_meta()
+        if state is not None:  # the state first: a model file never points at state that is not on disk yet
+            tensors, skeleton = ckpt.flatten_state(state)
+            ckpt.save_tensors(folder / f"{name}.state.safetensors", tensors, {"state": skeleton, "step": self.step})
         ckpt.save_tensors(path, self.model.state_dict(), meta)
         return path
 
