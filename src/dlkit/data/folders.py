@@ -1,12 +1,14 @@
 """Image folders: class sub-folders, train/val split folders, and the X_image + X_label/*.txt layout."""
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from .images import is_image_file
+from .images import IMAGE_EXTENSIONS, is_image_file
 
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 
@@ -30,14 +32,37 @@ def visible_children(folder: Path) -> list[Path]:
 
 
 def images_below(folder: Path, found: FileList, class_name: str) -> None:
-    for path in sorted(folder.rglob("*")):
-        if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
-            continue
-        if is_image_file(path):
-            found.files.append(path)
+    """Every visible file below `folder`, in the order sorted(folder.rglob("*")) gives, as one class."""
+    for parent, name in _files_below(folder):
+        suffix = _suffix(name)
+        if suffix in IMAGE_EXTENSIONS:
+            found.files.append(parent / name)  # a child of a Path: half the cost of parsing the whole string
             found.names.append(class_name)
         else:
-            found.ignored[path.suffix.lower() or "(no extension)"] += 1
+            found.ignored[suffix or "(no extension)"] += 1
+
+
+def _files_below(folder: Path) -> Iterator[tuple[Path, str]]:
+    """(folder, name) of each visible file below `folder`; hidden files and folders skipped, symlinked folders not
+    entered, as rglob does.
+
+    os.scandir knows each entry's type from the directory listing itself: no stat per file, and no Path until a
+    file is kept (rglob + is_file + relative_to took 2.2 s for 60,000 files). Each folder's entries sorted by name,
+    walked depth first, come in exactly the order of sorted paths.
+    """
+    with os.scandir(folder) as listing:
+        entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_below(folder / entry.name)
+        elif entry.is_file():
+            yield folder, entry.name
+
+
+def _suffix(name: str) -> str:
+    """Path(name).suffix.lower(), without building a Path."""
+    dot = name.rfind(".")
+    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
 
 def label_folder_pairs(folder: Path) -> list[tuple[Path, Path]]:

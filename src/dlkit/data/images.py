@@ -1,12 +1,14 @@
 """Reading any image file into a uint8 CxHxW tensor, the one path shared by training, evaluation and prediction."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import UserError
+from . import fastdecode
 
 # The extensions torchvision's ImageFolder accepts (it skips .gif too), matched case-insensitively.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -82,12 +84,25 @@ def _palette_is_gray(img) -> bool:
 
 
 def load_image(source, channels: int, size: int | None = None) -> torch.Tensor:
-    """Decode `source` (path or PIL image) to uint8 [channels, H, W]; resized+cropped to `size` if given."""
-    img = open_image(source, draft_size=size)
-    img = to_channels(img, channels)
-    tensor = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))
-    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    """Decode `source` (path, file object or PIL image) to uint8 [channels, H, W]; resized+cropped to `size` if given.
+
+    Plain 8-bit JPEG and PNG files take torchvision's decoders (data/fastdecode.py), everything else Pillow.
+    """
+    tensor = _fast_decode(source, channels, size) if isinstance(source, (str, os.PathLike)) else None
+    if tensor is None:
+        img = to_channels(open_image(source, draft_size=size), channels)
+        tensor = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))
+        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
     return resize_center(tensor, size) if size is not None else tensor
+
+
+def _fast_decode(path, channels: int, size: int | None) -> torch.Tensor | None:
+    if not fastdecode.ENABLED:
+        return None
+    try:
+        return fastdecode.decode(path, channels, size)
+    except OSError:  # a missing or unreadable file: Pillow's open says so, in the usual words
+        return None
 
 
 def resize_center(images: torch.Tensor, size: int) -> torch.Tensor:
