@@ -10,7 +10,8 @@ Two figures per variant, each against the tutorial as the notes write it (4 load
 With --folder (32 px RGB JPEGs in class folders, read as the course's CIFAR-10 loop reads them: ImageFolder + ToTensor,
 batch 64, SGD lr 0.01), dlkit runs twice: "cold" with an empty decoded-image cache, then warm (reading what cold
 wrote); the variant dlkit-cold-pil is cold with the fast decode path off (DLKIT_FAST_DECODE=0). --decode times only
-listing and decoding that folder, Pillow against the fast path, in one process.
+listing and decoding that folder, Pillow against the fast path, in one process. --repeat N runs every variant N times
+(the order reversed every other round) and prints medians, with each variant's CPU seconds (workers included).
 Lightning gets the same loaders as the tutorial, validates each epoch like the others, and is timed at the same
 points (from each epoch's start to its last step; process start to the last step).
 
