@@ -81,19 +81,11 @@ class Images:
 
     @staticmethod
     def samples(meta: dict[str, Any], spec, limit: int) -> CheckSamples:
-        cfg = meta.get("config", {})
-        data = cfg.get("data")
-        try:
-            if not data:
-                raise UserError("the checkpoint names no data")
-            inputs, labels = _image_validation(data, cfg, spec, limit)
-            return CheckSamples(inputs, labels, f"validation images of {data}")
-        except (UserError, OSError) as e:
-            gen = torch.Generator().manual_seed(0)
-            n = min(limit, 64)
+        def random(n: int, gen: torch.Generator) -> torch.Tensor:
             shape = (n, spec.channels, spec.image_size, spec.image_size)
-            inputs = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
-            return CheckSamples(inputs, None, f"random images: the run's data could not be read ({e})")
+            return torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+
+        return _check_samples(meta, spec, limit, _image_validation, random, "images")
 
 
 class Tables:
@@ -125,19 +117,27 @@ class Tables:
 
     @staticmethod
     def samples(meta: dict[str, Any], spec, limit: int) -> CheckSamples:
-        cfg = meta.get("config", {})
-        data = cfg.get("data")
-        try:
-            if not data:
-                raise UserError("the checkpoint names no data")
-            rows, labels = _table_validation(data, cfg, spec, limit)
-            return CheckSamples(rows, labels, f"validation rows of {data}")
-        except (UserError, OSError) as e:
-            gen = torch.Generator().manual_seed(0)
-            n = min(limit, 64)
+        def random(n: int, gen: torch.Generator) -> torch.Tensor:
             parts = [torch.randn(n, spec.numeric_width, generator=gen)]
             parts += [torch.randint(0, k, (n, 1), generator=gen).float() for k in spec.cardinalities]
-            return CheckSamples(torch.cat(parts, 1), None, f"random rows: the run's data could not be read ({e})")
+            return torch.cat(parts, 1)
+
+        return _check_samples(meta, spec, limit, _table_validation, random, "rows")
+
+
+def _check_samples(meta: dict[str, Any], spec, limit: int, read, random, unit: str) -> CheckSamples:
+    """The run's own validation samples (read(data, cfg, spec, limit)), or seeded random ones (random(n, generator))
+    with the reason, when the data named in the checkpoint cannot be read here."""
+    cfg = meta.get("config", {})
+    data = cfg.get("data")
+    try:
+        if not data:
+            raise UserError("the checkpoint names no data")
+        inputs, labels = read(data, cfg, spec, limit)
+        return CheckSamples(inputs, labels, f"validation {unit} of {data}")
+    except (UserError, OSError) as e:
+        inputs = random(min(limit, 64), torch.Generator().manual_seed(0))
+        return CheckSamples(inputs, None, f"random {unit}: the run's data could not be read ({e})")
 
 
 MODALITIES = {"image": Images, "table": Tables}
