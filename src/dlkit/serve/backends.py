@@ -34,17 +34,24 @@ class _NamedBytes(io.BytesIO):
         return self.label
 
 
-@MODALITIES.register("image")
-class ImageBackend:
-    """Uploads decoded exactly as `dlkit predict` decodes files (data.images.load_image), answered with top-k."""
-
-    modality = "image"
+class _Backend:
+    """What every backend holds: the engine (a Predictor or an OnnxModel), its spec and classes, and /info."""
 
     def __init__(self, engine, engine_name: str, info: dict):
         self.engine, self.engine_name, self.spec = engine, engine_name, engine.spec
         self.classes = tuple(engine.classes)
-        self.info = {**info, "task": "classification", "classes": list(self.classes),
-                     "input": {"kind": "image", **self.spec.to_dict()}}
+        task, described = self.describe()
+        self.info = {**info, "task": task, "classes": list(self.classes), "input": described}
+
+
+@MODALITIES.register("image")
+class ImageBackend(_Backend):
+    """Uploads decoded exactly as `dlkit predict` decodes files (data.images.load_image), answered with top-k."""
+
+    modality = "image"
+
+    def describe(self) -> tuple[str, dict]:
+        return "classification", {"kind": "image", **self.spec.to_dict()}
 
     def prepare(self, label: str, data: bytes):
         """Bytes -> uint8 CxHxW at the spec's size; refuses what is not an image, or too many pixels."""
@@ -123,15 +130,13 @@ def decode_as_file(data: bytes, label: str, channels: int, size: int):
 
 
 @MODALITIES.register("table")
-class TableBackend:
+class TableBackend(_Backend):
     """JSON rows in, the table model's predictions out (a DataFrame is built here: a request never names a file)."""
 
     modality = "table"
 
-    def __init__(self, engine, engine_name: str, info: dict):
-        self.engine, self.engine_name, self.spec = engine, engine_name, engine.spec
-        self.classes = tuple(engine.classes)
-        self.info = {**info, "task": self.spec.task, "classes": list(self.classes), "input": table_input(self.spec)}
+    def describe(self) -> tuple[str, dict]:
+        return self.spec.task, table_input(self.spec)
 
     def prepare(self, label: str, rows: list[dict]):
         import pandas as pd
