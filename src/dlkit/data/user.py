@@ -169,11 +169,12 @@ def prepare_datasets(train: Any, val: Any, cfg, default_size: int):
     else:
         _check_dataset(val, "val_data")
         train_idx, val_idx = torch.arange(len(train)), torch.arange(len(val))
-        unknown = sorted({str(v) for v in _labels_of(val, dataset_name(val))} - {str(k) for k in class_index})
+        val_keys = [_label_key(v) for v in _labels_of(val, dataset_name(val))]  # read once: it may decode every item
+        unknown = sorted({str(k) for k in val_keys if k not in class_index})
         if unknown:
             raise UserError(f"val_data has label(s) {', '.join(unknown[:5])} that the training data does not; "
                             "both datasets must use the same classes")
-        val_set, val_labels = val, torch.tensor([class_index[_label_key(v)] for v in _labels_of(val, name)])
+        val_set, val_labels = val, torch.tensor([class_index[k] for k in val_keys], dtype=torch.int64)
     channels, size, mean, std = _geometry(kind, shape, first_image, cfg, default_size, train, notes)
     reader = ItemReader(name, kind, (channels, size, size) if kind != "float" else shape, size, class_index)
     train_samples = DatasetSamples(train, train_idx, labels[train_idx], reader)
