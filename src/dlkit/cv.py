@@ -69,7 +69,7 @@ def _write(cv_dir: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(cv_dir / "cv.json", json.dumps(summary, indent=1))
     atomic_write_text(cv_dir / "cv.md", format_cv(summary) + "\n")
     keys = [k for k in summary["mean"] if k != "val_loss"]
-    fig, axes = figures.plt().subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4), squeeze=False)
+    fig, axes = figures.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         values = [r[key] for r in summary["folds"]]
         ax.bar([str(r["fold"]) for r in summary["folds"]], values, color="C0")

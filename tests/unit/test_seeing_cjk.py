@@ -3,6 +3,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from dlkit.track import figures, fonts
 
@@ -10,18 +11,22 @@ pytest.importorskip("mplfonts", reason="the test extra installs mplfonts, which 
 
 
 def render(text: str) -> np.ndarray:
-    fig = figures.plt().figure(figsize=(1, 0.5), dpi=60)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig, _ = figures.subplots(figsize=(1, 0.5))
+    fig.set_dpi(60)
     fig.text(0.1, 0.2, text, fontsize=20)
-    fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())[..., 0].copy()
-    figures.plt().close(fig)
-    return pixels
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., 0].copy()
 
 
 def test_chinese_class_names_draw_as_characters_without_glyph_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Glyph ... missing from font(s)" would raise here
         figures.save(figures.confusion_figure([[3, 1], [0, 4]], ["蚂蚁", "蜜蜂"], "验证"), tmp_path / "c.png")
+        grid = figures.image_grid(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), ["蚂蚁 (蚂蚁)", "蜜蜂 (蚂蚁)"])
+        figures.save(grid, tmp_path / "grid.png")
         ant, bee = render("蚂"), render("蜂")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,6 +14,9 @@ MISTAKES = 12
 
 
 class RunArtifacts:
+    def on_fit_start(self, trainer) -> None:
+        figures.import_in_background()  # ready by the end of training, so the plots start at once
+
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
         from ..evaluation.report import write_report
 

@@ -78,7 +78,7 @@ def describe_table(data: str, target: str | None, out: str | Path, task: str = "
         lines.append(f"{str(name)[:20]:<20} {str(values.dtype)[:8]:<8} {int(values.isna().sum()):>7} "
                      f"{int(values.nunique()):>8}  {how.get(str(name), '')}")
     out = Path(out)
-    fig, ax = figures.plt().subplots(figsize=(6, 3.5))
+    fig, ax = figures.subplots(figsize=(6, 3.5))
     if spec.task == "classification":
         counts = frame[source.target].astype(str).value_counts()
         ax.bar(counts.index.tolist(), counts.tolist())

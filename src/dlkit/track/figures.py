@@ -1,22 +1,44 @@
-"""Matplotlib figures shared by TensorBoard, the run's PNG plots, the report and `dlkit compare`/`show-data`."""
+"""Matplotlib figures shared by TensorBoard, the run's PNG plots, the report and `dlkit compare`/`show-data`.
+
+Figures are made with matplotlib's object API (`Figure`), never pyplot: no global backend is chosen (a notebook's
+inline plots are left alone), no figure manager keeps them alive, and a figure can be drawn on any thread.
+"""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 
-def plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no screen needed, in tests or on servers
-    import matplotlib.pyplot as pyplot
+def subplots(*grid: int, figsize: tuple[float, float], **kwargs):
+    """A new figure and its axes, like pyplot.subplots."""
+    from matplotlib.figure import Figure
 
     from .fonts import use_cjk_fallback
 
     use_cjk_fallback()  # Chinese class and column names drawn as characters, not boxes
-    return pyplot
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def import_in_background() -> threading.Thread:
+    """Import matplotlib (~0.6 s) on a background thread while the run trains, so the end-of-run plots start at
+    once; a later import simply waits for this one to finish."""
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401 - what savefig draws PNGs with
+            import matplotlib.figure  # noqa: F401
+
+            from .fonts import use_cjk_fallback
+
+            use_cjk_fallback()
+        except Exception:  # noqa: BLE001 - the plots will import it again and say what is wrong
+            pass
+    thread = threading.Thread(target=load, name="dlkit-import-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _names(names) -> list[str]:
@@ -34,34 +56,51 @@ def _integer_ticks():
 def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt().close(fig)
     return path
 
 
 def image_grid(images: torch.Tensor, titles: Sequence[str], columns: int = 8, colors: Sequence[str] | None = None):
-    """A grid of uint8 or [0,1] NxCxHxW images, each titled (e.g. class names, or 'true -> predicted')."""
-    n = len(images)
+    """A grid of uint8 or [0,1] NxCxHxW images, each titled (e.g. class names, or 'true -> predicted').
+
+    The images are tiled into one picture on one axes, with the titles as text above each tile: one image draw
+    instead of one axes per image, several times quicker to draw and save."""
     from .fonts import readable
 
+    n = len(images)
     shown = readable(titles, numbered=False)  # titles are not class indices
+    columns = max(1, min(columns, n))
     rows = max(1, -(-n // columns))
-    fig, axes = plt().subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
-        img = images[i].float() / (255 if images.dtype == torch.uint8 else 1)
-        img = img.clamp(0, 1).permute(1, 2, 0).squeeze(-1).cpu().numpy()
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-        ax.set_title(str(shown[i])[:24], fontsize=7, color=(colors[i] if colors else "black"))
+    height, width = images.shape[-2:]
+    pad, head = 2, max(2, round(0.22 * width))  # head: room above each tile for its title, in image pixels
+    images = images.float() / (255 if images.dtype == torch.uint8 else 1)
+    tiles = _tile(images.clamp(0, 1).cpu(), columns, rows, pad, head)
+    fig, ax = subplots(figsize=(1.6 * columns, 1.8 * rows))
+    ax.imshow(tiles.permute(1, 2, 0).numpy(), vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    for i in range(n):
+        row, column = divmod(i, columns)
+        ax.text(pad + column * (width + pad) + width / 2, head + row * (head + height + pad), str(shown[i])[:24],
+                fontsize=7, ha="center", va="bottom", color=colors[i] if colors else "black")
     fig.tight_layout()
     return fig
+
+
+def _tile(images: torch.Tensor, columns: int, rows: int, pad: int, head: int) -> torch.Tensor:
+    """NxCxHxW in [0,1] laid out row by row on a white 3xH'xW' canvas, with `head` pixels above each row for the
+    titles (torchvision's make_grid, without importing torchvision for it)."""
+    n, _, height, width = images.shape
+    canvas = torch.ones(3, rows * (head + height + pad), pad + columns * (width + pad))
+    for i in range(n):
+        row, column = divmod(i, columns)
+        top, left = head + row * (head + height + pad), pad + column * (width + pad)
+        canvas[:, top:top + height, left:left + width] = images[i]  # one channel broadcasts to gray RGB
+    return canvas
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str):
     k = len(class_names)
     size = min(14, 3 + 0.45 * k)
-    fig, ax = plt().subplots(figsize=(size, size))
+    fig, ax = subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
     ax.set_xticklabels(_names(class_names), rotation=45, ha="right")
@@ -81,7 +120,7 @@ CURVE_METRICS = {"acc": "accuracy", "rmse": "RMSE (target units)"}
 def curves_figure(histories: dict[str, list[dict[str, Any]]], step_losses: list | None = None):
     """Loss and the headline metric (accuracy, or RMSE for numbers) per epoch, train dashed and validation solid,
     one colour per run (the d2l Animator). Markers when there are few epochs, so one epoch still shows."""
-    fig, (loss_ax, metric_ax) = plt().subplots(1, 2, figsize=(11, 4))
+    fig, (loss_ax, metric_ax) = subplots(1, 2, figsize=(11, 4))
     first = next((h[0] for h in histories.values() if h), {})
     metric = next((m for m in CURVE_METRICS if f"val_{m}" in first), "acc")
     for n, (name, history) in enumerate(histories.items()):
@@ -108,7 +147,7 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]], step_losses: list 
 
 
 def lr_figure(history: list[dict[str, Any]]):
-    fig, ax = plt().subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     ax.plot([r["epoch"] for r in history], [r["lr"] for r in history], marker="o")
     ax.xaxis.set_major_locator(_integer_ticks())
     ax.set(xlabel="epoch", ylabel="learning rate (end of epoch)")
@@ -118,7 +157,7 @@ def lr_figure(history: list[dict[str, Any]]):
 
 
 def counts_figure(class_names: Sequence[str], counts: Sequence[int], title: str):
-    fig, ax = plt().subplots(figsize=(max(5, 0.4 * len(class_names)), 3.5))
+    fig, ax = subplots(figsize=(max(5, 0.4 * len(class_names)), 3.5))
     ax.bar(range(len(counts)), counts)
     ax.set_xticks(range(len(counts)))
     ax.set_xticklabels(_names(class_names), rotation=45, ha="right", fontsize=8)
@@ -132,7 +171,7 @@ def regression_figure(predicted: Sequence[float], actual: Sequence[float], title
     import numpy as np
 
     predicted, actual = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
-    fig, (ax, res_ax) = plt().subplots(1, 2, figsize=(11, 4.5))
+    fig, (ax, res_ax) = subplots(1, 2, figsize=(11, 4.5))
     ax.scatter(actual, predicted, s=8, alpha=0.5)
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     ax.plot([low, high], [low, high], color="black", lw=1)
@@ -149,7 +188,7 @@ def regression_figure(predicted: Sequence[float], actual: Sequence[float], title
 def importance_figure(importance: Sequence[dict[str, Any]], metric: str):
     """Permutation importance as horizontal bars, most important on top."""
     rows = list(importance)[:30][::-1]
-    fig, ax = plt().subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
+    fig, ax = subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
     ax.barh(_names([r["column"] for r in rows]), [r["importance"] for r in rows],
             xerr=[r.get("std", 0.0) for r in rows], color="C0")
     ax.set(xlabel=f"{metric} lost when the column is shuffled (validation)", title="permutation importance")

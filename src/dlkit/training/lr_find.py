@@ -45,7 +45,7 @@ class LRFinderResult:
         """A PNG of the loss against the rate (log scale), the suggestion marked."""
         from ..track import figures
 
-        fig, ax = figures.plt().subplots(figsize=(6, 4))
+        fig, ax = figures.subplots(figsize=(6, 4))
         ax.plot(self.lrs, self.losses, color="C0", alpha=0.3, lw=1, label="loss")
         ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label=f"smoothed (beta {BETA})")
         ax.axvline(self.suggestion, color="C3", ls="--", lw=1.2,
