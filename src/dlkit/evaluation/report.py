@@ -75,8 +75,9 @@ def _num(value: Any) -> str:
 
 
 def _environment(summary: dict, device: str) -> dict[str, Any]:
+    from importlib.metadata import version
+
     import torch
-    import torchvision
 
     from .. import __version__
 
@@ -90,7 +91,7 @@ def _environment(summary: dict, device: str) -> dict[str, Any]:
     return {"wall time": timing, **stopped, "training speed": f"{summary['images_per_s']:,.0f} samples/s (median of epochs)",
             "device": device, "train / val samples": f"{summary.get('train_samples')} / {summary.get('val_samples')}",
             "parameters": f"{summary.get('parameters', 0):,}", "dlkit": __version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "python": platform.python_version(),
+            "torchvision": version("torchvision"), "python": platform.python_version(),
             "platform": platform.platform(), "threads": torch.get_num_threads()}
 
 
