@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +40,8 @@ def guess_file_channels(paths: list[Path], probe: int = 16) -> int:
 
 def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep: bool,
                  disk_cache: bool = False) -> tuple[Samples, list[str]]:
-    """Decode every file once (threads: Pillow releases the GIL). Unreadable ones are reported and dropped.
+    """Decode every file once (in worker processes, or threads: data/decode_pool.py). Unreadable ones are reported
+    and dropped.
 
     keep=True returns the images as one uint8 tensor; keep=False only checks them (the DataLoader path).
     disk_cache=True (with keep) reuses an earlier decode of exactly these files at this size.
@@ -60,28 +60,17 @@ def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep:
         failed = diskcache.store(key, decoded, notes, kept)
         return decoded, notes + ([failed] if failed else [])
 
-    def decode(path: Path):
-        try:
-            image = load_image(path, channels, size)
-            return image if keep else True
-        except ImageError as e:
-            return e
+    from .decode_pool import decode_all
 
-    def decode_chunk(paths: list[Path]) -> list:
-        return [decode(path) for path in paths]
-
-    # 64 files a task: one task per file cost as much as decoding a small JPEG (a future, a queue, a lock each)
-    chunks = [samples.paths[i:i + 64] for i in range(0, len(samples.paths), 64)]
-    with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
-        results = [r for part in pool.map(decode_chunk, chunks) for r in part]
-    bad = [(p, r) for p, r in zip(samples.paths, results) if isinstance(r, ImageError)]
+    images, errors = decode_all(samples.paths, channels, size, keep, usable_cpus())
+    bad = [(samples.paths[i], errors[i]) for i in sorted(errors)]
     if bad and strict:
         raise UserError(f"{len(bad)} unreadable image(s), first: {bad[0][1]}; remove them or drop --strict")
-    good = torch.tensor([not isinstance(r, ImageError) for r in results], dtype=torch.bool)
+    good = torch.ones(len(samples.paths), dtype=torch.bool)
+    good[sorted(errors)] = False
     kept = samples.subset(good.nonzero().flatten())
     if keep:
-        kept = Samples(kept.labels, torch.stack([r for r in results if not isinstance(r, ImageError)]) if len(kept) else
-                       torch.zeros(0, channels, size, size, dtype=torch.uint8), kept.paths)
+        kept = Samples(kept.labels, images[good] if errors else images, kept.paths)
     notes = [f"skipped {len(bad)} unreadable image(s): " + "; ".join(str(r) for _, r in bad[:3]) + (" ..." if len(bad) > 3 else "")] if bad else []
     return kept, notes
 
