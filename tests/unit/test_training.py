@@ -188,21 +188,21 @@ def test_tensorboard_event_files_hold_the_scalars(tmp_path):
 
 
 def test_decoded_folders_are_cached_on_disk_and_reused(folder, tmp_path, monkeypatch):
-    from dlkit.data import loaders, open_source, prepare_data
+    from dlkit.data import decode_pool, open_source, prepare_data
 
     first = prepare_data(open_source(str(folder)), 12, 3, 12, disk_cache=True)
-    real_load_image = loaders.load_image
+    real_load_image = decode_pool.load_image
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite the disk cache")
 
-    monkeypatch.setattr(loaders, "load_image", no_decoding)
+    monkeypatch.setattr(decode_pool, "load_image", no_decoding)
     second = prepare_data(open_source(str(folder)), 12, 3, 12, disk_cache=True)
     assert torch.equal(first.train.images, second.train.images) and torch.equal(first.val.labels, second.val.labels)
     assert first.train.paths == second.train.paths
     (folder / "cat" / "img 0.png").write_bytes((folder / "cat" / "img 1.png").read_bytes())  # a changed file
     decoded = []
-    monkeypatch.setattr(loaders, "load_image", lambda *a, **k: decoded.append(1) or real_load_image(*a, **k))
+    monkeypatch.setattr(decode_pool, "load_image", lambda *a, **k: decoded.append(1) or real_load_image(*a, **k))
     prepare_data(open_source(str(folder)), 12, 3, 12, disk_cache=True)
     assert decoded  # the cache was invalidated and the folder decoded again
 
