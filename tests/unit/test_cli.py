@@ -169,3 +169,23 @@ def test_an_op_without_a_deterministic_kernel_is_one_line_naming_the_op(monkeypa
     assert main(["train", "--deterministic"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "adaptive_avg_pool2d_backward_cuda has no deterministic implementation" in err
+
+
+def test_the_command_exits_fast_but_finishes_what_a_normal_exit_would(tmp_path):
+    """exit_now skips the interpreter's teardown, yet joins other threads (idle pool workers too), runs atexit
+    handlers and flushes buffered output, and keeps the exit code."""
+    script = f"""
+import atexit, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from dlkit.cli.main import exit_now
+
+ThreadPoolExecutor(2).submit(lambda: None)  # an idle worker that a plain join would wait on forever
+threading.Thread(target=lambda: (time.sleep(0.3), Path(r"{tmp_path}/thread").write_text("done"))).start()
+atexit.register(lambda: Path(r"{tmp_path}/atexit").write_text("ran"))
+print("buffered line", end="")
+exit_now(3)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and done.stdout == "buffered line"
+    assert (tmp_path / "thread").read_text() == "done" and (tmp_path / "atexit").read_text() == "ran"

@@ -54,9 +54,7 @@ def exit_now(code: int) -> typing.NoReturn:
     import os
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    threading._shutdown()  # as at a normal exit: idle pool workers told to stop, then other threads joined
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -110,7 +108,7 @@ def _closing(s: dict) -> str:
     best = ", ".join(f"{k} {v:.4g}" for k, v in s.get("best_metrics", {}).items() if k != "val_loss")
     t = s.get("timing", {})
     parts = f" (setup {t['setup_s']:.1f}s, training {t['train_s']:.1f}s, validation {t['val_s']:.1f}s, " \
-            f"writing {t['write_s']:.1f}s)" if t else ""
+            f"between epochs {t.get('tracking_s', 0):.2f}s, writing {t['write_s']:.1f}s)" if t else ""
     stopped = f"  stopped:     {s['stopped']['reason']} at step {s['stopped']['step']}\n" if s.get("stopped") else ""
     return (f"done: best {best} at epoch {s['best_epoch']:g}, {s['images_per_s']:,.0f} "
             f"{'rows' if s.get('modality') == 'table' else 'img'}/s on {s['device']}\n"
