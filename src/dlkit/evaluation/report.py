@@ -83,7 +83,8 @@ def _environment(summary: dict, device: str) -> dict[str, Any]:
 
     t = summary.get("timing") or {}
     timing = (f"{t['total_s']:.1f} s from process start: setup and decoding {t['setup_s']:.1f} s, training steps "
-              f"{t['train_s']:.1f} s, validation {t['val_s']:.1f} s, writing {t['write_s']:.1f} s (until the report)"
+              f"{t['train_s']:.1f} s, validation {t['val_s']:.1f} s, writing between epochs "
+              f"{t.get('tracking_s', 0):.2f} s, writing at the end {t['write_s']:.1f} s (until the report)"
               if t else f"{summary['wall_s']:.1f} s")
     stopped = {"stopped early": f"{summary['stopped']['reason']} at step {summary['stopped']['step']}, "
                                 f"{summary['stopped']['seconds_from_process_start']:.1f} s from process start"} \
