@@ -10,7 +10,8 @@ Two figures per variant, each against the tutorial as the notes write it (4 load
 With --folder (32 px RGB JPEGs in class folders, read as the course's CIFAR-10 loop reads them: ImageFolder + ToTensor,
 batch 64, SGD lr 0.01), dlkit runs twice: "cold" with an empty decoded-image cache, then warm (reading what cold
 wrote); the variant dlkit-cold-pil is cold with the fast decode path off (DLKIT_FAST_DECODE=0). --decode times only
-listing and decoding that folder, Pillow against the fast path, in one process. --repeat N runs every variant N times
+listing and decoding that folder in one process: Pillow in threads, the fast path in threads, and the fast path in
+forked worker processes (dlkit's path now). --repeat N runs every variant N times
 (the order reversed every other round) and prints medians, with each variant's CPU seconds (workers included).
 Lightning gets the same loaders as the tutorial, validates each epoch like the others, and is timed at the same
 points (from each epoch's start to its last step; process start to the last step).
@@ -193,8 +194,8 @@ def main() -> None:
     p.add_argument("--sources", default=None, help="idx, folder or both (default idx; idx,folder with --folder)")
     p.add_argument("--folder-images", type=int, default=TRAIN_IMAGES,
                    help="training images in that folder (validation: a sixth of it); fewer on a loaded machine")
-    p.add_argument("--decode", action="store_true", help="only time listing + decoding the folder: Pillow against "
-                   "the fast path, alternated in one process")
+    p.add_argument("--decode", action="store_true", help="only time listing + decoding the folder: Pillow in threads, "
+                   "the fast path in threads and in worker processes, alternated in one process")
     p.add_argument("--repeat", type=int, default=None, help="rounds of every variant, the order reversed each round, "
                    "medians shown: for a machine others share (default 1; 3 with --decode)")
     p.add_argument("--one", nargs=3, metavar=("VARIANT", "MODEL", "SOURCE"), help=argparse.SUPPRESS)
@@ -237,28 +238,42 @@ def main() -> None:
                       f"at the last step {_sooner(s['to_last_step_s'], r['to_last_step_s'])}{setup}")
 
 
+DECODE_PATHS = {"pil-threads": (False, False), "fast-threads": (True, False), "fast-procs": (True, True)}
+
+
 def decode_rounds(folder: Path, repeat: int) -> None:
     """Seconds to list the folder and decode its training images into one uint8 tensor, as a cold dlkit run does
-    before its first step (2 decoding threads here), with Pillow and with the fast path, alternated."""
+    before its first step: Pillow in threads (before the fast path), the fast path in threads (before worker
+    processes), and the fast path in forked worker processes (dlkit now), alternated; CPU seconds include workers."""
+    import resource
+
+    import dlkit.data.decode_pool as decode_pool
     import dlkit.data.fastdecode as fastdecode
     from dlkit.data.layouts import open_source
     from dlkit.data.loaders import decode_files
 
-    seconds = {"pil": [], "fast": []}
-    print(f"{folder}: listing + decoding its train/ at 32 px RGB, {usable_cpus()} threads; rounds alternate")
+    seconds = {name: [] for name in DECODE_PATHS}
+    print(f"{folder}: listing + decoding its train/ at 32 px RGB, {usable_cpus()} threads or processes; rounds "
+          "alternate")
+    threshold = decode_pool.PROCESS_MIN_FILES
     for r in range(repeat):
-        for name in ("pil", "fast") if r % 2 == 0 else ("fast", "pil"):
-            fastdecode.ENABLED = name == "fast"
+        for name in list(DECODE_PATHS)[::1 if r % 2 == 0 else -1]:
+            fastdecode.ENABLED, processes = DECODE_PATHS[name]
+            decode_pool.PROCESS_MIN_FILES = threshold if processes else float("inf")
             start, cpu = time.perf_counter(), time.process_time()
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
             source = open_source(str(folder))
             listed = time.perf_counter() - start
             decoded, _ = decode_files(source.train, 3, 32, strict=True, keep=True)
             seconds[name].append(time.perf_counter() - start)
-            print(f"  {name:<5} listing {listed:5.2f}s  listing + decoding {seconds[name][-1]:6.2f}s  "
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = time.process_time() - cpu + (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+            print(f"  {name:<12} listing {listed:5.2f}s  listing + decoding {seconds[name][-1]:6.2f}s  "
                   f"({len(decoded):,} images, {len(decoded) / (seconds[name][-1] - listed):,.0f} decoded/s; "
-                  f"{time.process_time() - cpu:.1f} CPU s)", flush=True)
-    pil, fast = median(seconds["pil"]), median(seconds["fast"])
-    print(f"median of {repeat}: Pillow {pil:.2f}s, fast path {fast:.2f}s: {pil / fast:.2f}x sooner")
+                  f"{cpu:.1f} CPU s)", flush=True)
+    base = median(seconds["pil-threads"])
+    print(f"median of {repeat}: " + ", ".join(f"{name} {median(v):.2f}s ({base / median(v):.2f}x)"
+                                              for name, v in seconds.items()) + "; x: sooner than pil-threads")
 
 
 def _sooner(reference_s: float, seconds: float) -> str:
