@@ -124,11 +124,13 @@ def write_best(plan, best) -> Path:
 
 def write_plots(study, plan, console: Console) -> dict[str, str]:
     """optimization_history.png and param_importances.png, by Optuna's matplotlib backend (experimental there)."""
+    import matplotlib
     import optuna
 
     from ..track import figures
 
-    figures.plt()  # the Agg backend: no screen needed
+    matplotlib.use("Agg")  # Optuna draws with pyplot: no screen needed
+    import matplotlib.pyplot as pyplot
     from optuna.visualization import matplotlib as optuna_plots
 
     files = {}
@@ -149,4 +151,5 @@ def write_plots(study, plan, console: Console) -> dict[str, str]:
         figure.set_size_inches(7, 4.5)
         figure.tight_layout()
         files[key] = str(figures.save(figure, plan.dir / name))
+        pyplot.close(figure)  # pyplot keeps every figure until closed
     return files
