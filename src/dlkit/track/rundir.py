@@ -64,3 +64,17 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_samples(samples, spec, folder: Path, count: int = 8) -> None:
+    """A few held-out images as PNG files named <n>_<class>.png, ready for `dlkit predict` (in-memory data only)."""
+    if samples.images is None:
+        return
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    step = max(1, len(samples) // count)
+    for n, i in enumerate(range(0, min(len(samples), step * count), step)):
+        array = samples.images[i].permute(1, 2, 0).squeeze(-1).numpy()
+        name = spec.class_names[int(samples.labels[i])].replace("/", "-")
+        Image.fromarray(array).save(folder / f"{n}_{name}.png")

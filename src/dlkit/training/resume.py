@@ -1,17 +1,81 @@
-"""Everything needed to continue a run exactly: optimizer, scheduler, RNG states and the place in the epoch's order.
+"""Checkpoints, and everything needed to continue a run exactly: the weights with their metadata (what `dlkit
+predict` needs to rebuild the model), and beside them the optimizer, scheduler, RNG states and the place in the
+epoch's order.
 
 NumPy's and Python's RNG states are stored as tensors and JSON, so loading them needs no pickle.
 """
 from __future__ import annotations
 
+import platform
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .. import __version__
+from .. import storage as ckpt
+from ..config import absolute_path
 from ..errors import UserError
+from ..tasks import task_meta
 from .distributed import same_on_every_rank
+
+
+def checkpoint_meta(trainer) -> dict[str, Any]:
+    completed = trainer.epoch - 1 if trainer.step_in_epoch else trainer.epoch
+    cfg = trainer.cfg
+    return {
+        "model": cfg.model, "model_args": trainer.model_args, "spec": trainer.data.spec.to_dict(),
+        "modality": trainer.modality.name, "task": task_meta(trainer.task), "monitor": trainer.monitor,
+        **({"model_source": trainer.model_source} if trainer.model_source else {}),
+        "config": cfg.to_dict(), "data": cfg.data, "epoch": completed, "step": trainer.step,
+        "step_in_epoch": trainer.step_in_epoch,
+        "metrics": {k: v for k, v in (trainer.history[-1] if trainer.history else {}).items() if k != "best"},
+        "best_value": trainer.best_value, "best_epoch": trainer.best_epoch,
+        "versions": {"dlkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def save_checkpoint(trainer, name: str, with_state: bool = False) -> Path:
+    """Rank 0 writes; under DDP every rank calls it with the same arguments, as capturing the state is collective.
+    trainer.model is the plain module (DDP only wraps it), so the file is the single-process format."""
+    folder = trainer.run_dir / "checkpoints"
+    state = capture(trainer) if with_state else None
+    path = folder / f"{name}.safetensors"
+    if not trainer.dist.is_main:
+        return path
+    meta = checkpoint_meta(trainer)
+    if state is not None:  # the state first: a model file never points at state that is not on disk yet
+        tensors, skeleton = ckpt.flatten_state(state)
+        ckpt.save_tensors(folder / f"{name}.state.safetensors", tensors, {"state": skeleton, "step": trainer.step})
+    ckpt.save_tensors(path, trainer.model.state_dict(), meta)
+    return path
+
+
+def load_last(trainer) -> None:
+    """Continue the run in trainer.run_dir from its `last` checkpoint, if it is this run's (same model, data,
+    optimizer and classes)."""
+    folder, cfg = trainer.run_dir / "checkpoints", trainer.cfg
+    weights, meta = ckpt.load_tensors(folder / "last.safetensors")
+    tensors, state_meta = ckpt.load_tensors(folder / "last.state.safetensors")
+    if state_meta.get("step") != meta.get("step"):
+        raise UserError(f"{folder}: last.safetensors and last.state.safetensors are from different steps; "
+                        "start a new run with --resume-weights-only")
+    same = {"model": meta.get("model") == cfg.model,
+            "data": absolute_path(meta.get("data", cfg.data)) == cfg.data,
+            "optimizer": meta["config"]["optimizer"] == cfg.optimizer,
+            "classes": list(meta["spec"].get("class_names", [])) == list(trainer.data.spec.class_names)}
+    differs = [what for what, ok in same.items() if not ok]
+    if differs:
+        raise UserError(f"cannot resume {trainer.run_dir}: its {' and '.join(differs)} differ from this run's; "
+                        f"use --resume-weights-only {trainer.run_dir} to start a new run from its weights")
+    trainer.model.load_state_dict(weights)
+    trainer.epoch, trainer.step, trainer.step_in_epoch = meta["epoch"], meta["step"], meta.get("step_in_epoch", 0)
+    restore(trainer, ckpt.unflatten_state(state_meta["state"], tensors), trainer.step_in_epoch)
+    where = (f"step {trainer.step_in_epoch} of epoch {trainer.epoch + 1}" if trainer.step_in_epoch
+             else f"epoch {trainer.epoch}")
+    trainer.console.print(f"resuming {trainer.run_dir} after {where} (global step {trainer.step})")
 
 
 def capture_rng() -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import platform
 import random
 import signal
 import threading
@@ -16,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
-from ..config import TrainConfig, absolute_path
+from ..config import TrainConfig
 from ..data import PreparedData, make_batches
 from ..data.augment import BatchAugment
 from ..data.modality import inputs_for, modality_for
@@ -25,14 +23,13 @@ from ..models.user import load_models_from
 from ..errors import UserError
 from ..models import create_model, default_size, is_user_spec, load_backbone_weights
 from ..track.console import Console, ConsoleProgress
-from ..track.rundir import MetricsFile, new_run_dir, write_config
+from ..track.rundir import MetricsFile, new_run_dir, save_samples, write_config
 from .. import storage as ckpt
 from . import distributed, resume
 from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
 from ..device import (amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, process_seconds,
                       resolve_device)
-from ..tasks import task_meta
 from .loop import StepParts, epoch_metrics, finite, new_totals, predict_logits, train_one_epoch
 from .optim import OPTIMIZERS, lr_multiplier
 
@@ -135,7 +132,7 @@ class Trainer:
         self.run_dir = self.resume_dir or self.dist.from_main(
             lambda: new_run_dir(cfg.out, cfg.runs_dir, cfg.data, cfg.model))
         if self.resume_dir:
-            self._load_resume_state()
+            resume.load_last(self)
         if self.dist.is_main:
             write_config(self.run_dir, cfg.to_dict())
             if not self.resume_dir:
@@ -466,56 +463,10 @@ class Trainer:
             "parameters": _count(self.model),
         }
 
-    # ---- checkpoints -------------------------------------------------------------------------------------------
-
-    def checkpoint_meta(self) -> dict[str, Any]:
-        completed = self.epoch - 1 if self.step_in_epoch else self.epoch
-        return {
-            "model": self.cfg.model, "model_args": self.model_args, "spec": self.data.spec.to_dict(),
-            "modality": self.modality.name, "task": task_meta(self.task), "monitor": self.monitor,
-            **({"model_source": self.model_source} if self.model_source else {}),
-            "config": self.cfg.to_dict(), "data": self.cfg.data, "epoch": completed, "step": self.step,
-            "step_in_epoch": self.step_in_epoch,
-            "metrics": {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "best"},
-            "best_value": self.best_value, "best_epoch": self.best_epoch,
-            "versions": {"dlkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        }
+    # ---- checkpoints (what they hold and how a run continues from them: resume.py) -------------------------------
 
     def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
-        """Rank 0 writes; under DDP every rank calls it with the same arguments, as capturing the state is collective.
-        self.model is the plain module (DDP only wraps it), so the file is the single-process format."""
-        folder = self.run_dir / "checkpoints"
-        state = resume.capture(self) if with_state else None
-        path = folder / f"{name}.safetensors"
-        if not self.dist.is_main:
-            return path
-        meta = self.checkpoint_meta()
-        if state is not None:  # the state first: a model file never points at state that is not on disk yet
-            tensors, skeleton = ckpt.flatten_state(state)
-            ckpt.save_tensors(folder / f"{name}.state.safetensors", tensors, {"state": skeleton, "step": self.step})
-        ckpt.save_tensors(path, self.model.state_dict(), meta)
-        return path
-
-    def _load_resume_state(self) -> None:
-        folder = self.run_dir / "checkpoints"
-        weights, meta = ckpt.load_tensors(folder / "last.safetensors")
-        tensors, state_meta = ckpt.load_tensors(folder / "last.state.safetensors")
-        if state_meta.get("step") != meta.get("step"):
-            raise UserError(f"{folder}: last.safetensors and last.state.safetensors are from different steps; "
-                            "start a new run with --resume-weights-only")
-        differs = [what for what, ok in (("model", meta.get("model") == self.cfg.model),
-                                         ("data", absolute_path(meta.get("data", self.cfg.data)) == self.cfg.data),
-                                         ("optimizer", meta["config"]["optimizer"] == self.cfg.optimizer),
-                                         ("classes", list(meta["spec"].get("class_names", [])) == list(self.data.spec.class_names)))
-                   if not ok]
-        if differs:
-            raise UserError(f"cannot resume {self.run_dir}: its {' and '.join(differs)} differ from this run's; "
-                            f"use --resume-weights-only {self.run_dir} to start a new run from its weights")
-        self.model.load_state_dict(weights)
-        self.epoch, self.step, self.step_in_epoch = meta["epoch"], meta["step"], meta.get("step_in_epoch", 0)
-        resume.restore(self, ckpt.unflatten_state(state_meta["state"], tensors), self.step_in_epoch)
-        where = f"step {self.step_in_epoch} of epoch {self.epoch + 1}" if self.step_in_epoch else f"epoch {self.epoch}"
-        self.console.print(f"resuming {self.run_dir} after {where} (global step {self.step})")
+        return resume.save_checkpoint(self, name, with_state)
 
 
 def _weights_file(source: str) -> Path:
@@ -523,20 +474,6 @@ def _weights_file(source: str) -> Path:
 
     path = Path(source)
     return resolve_checkpoint(path) if path.is_dir() else path
-
-
-def save_samples(samples, spec, folder: Path, count: int = 8) -> None:
-    """A few held-out images as PNG files named <n>_<class>.png, ready for `dlkit predict` (in-memory data only)."""
-    if samples.images is None:
-        return
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    step = max(1, len(samples) // count)
-    for n, i in enumerate(range(0, min(len(samples), step * count), step)):
-        array = samples.images[i].permute(1, 2, 0).squeeze(-1).numpy()
-        name = spec.class_names[int(samples.labels[i])].replace("/", "-")
-        Image.fromarray(array).save(folder / f"{n}_{name}.png")
 
 
 def _seed_everything(seed: int) -> None:
