@@ -141,78 +141,6 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- eval and predict ----------------------------------------------------------------------------------------------
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from ..data.images import set_max_image_pixels
-    from ..evaluation import evaluate_checkpoint, format_report
-
-    set_max_image_pixels(args.max_image_pixels)
-    result = evaluate_checkpoint(args.run, data=args.data, split=args.split, data_dir=args.data_dir,
-                                 batch_size=args.batch_size, device=args.device)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"{result['checkpoint']} on {result['data']} ({result['split']})")
-    for note in result["notes"]:
-        print(f"note: {note}")
-    if result["task"] == "regression":
-        print(f"rows {result['samples']}  " + "  ".join(f"{k} {result[k]:.5g}" for k in ("rmse", "mae", "r2", "rmsle")
-                                                        if k in result))
-        return 0
-    names = [row["class"] for row in result["per_class"]]
-    print(format_report(result, names))
-    print(f"confusion matrix saved: {result['confusion_png']}")
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from ..data.images import ImageError, set_max_image_pixels
-    from ..infer import load
-    from ..infer.predictor import expand_inputs
-
-    if args.topk < 1:
-        raise UserError(f"--topk must be at least 1 (got {args.topk})")
-    set_max_image_pixels(args.max_image_pixels)
-    predictor = load(args.run, device=args.device, model_code=args.model_code)
-    if predictor.modality == "table":
-        return _predict_table(predictor, args)
-    failed = 0
-    for path in expand_inputs(args.inputs):
-        try:
-            top = predictor.predict(path, topk=args.topk)
-        except ImageError as e:
-            failed += 1
-            print(f"error: {e}", file=sys.stderr)
-            continue
-        if args.json:
-            print(json.dumps({"file": str(path), "predictions": [{"class": c, "probability": p} for c, p in top]}))
-        else:
-            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
-    return 2 if failed else 0
-
-
-def _predict_table(predictor, args: argparse.Namespace) -> int:
-    from ..infer.tabular import write_predictions
-
-    if len(args.inputs) != 1:
-        raise UserError("a table model predicts one table at a time: dlkit predict RUN TABLE.csv --out predictions.csv")
-    frame, notes = predictor.predict_frame(args.inputs[0], args.id_column, where=args.inputs[0])
-    log = sys.stderr if args.json else sys.stdout
-    for note in notes:
-        print(f"note: {note}", file=log)
-    if args.json:
-        print(frame.to_json(orient="records"))
-    if args.out:
-        path = write_predictions(frame, Path(args.out), args.overwrite)
-        print(f"wrote {len(frame)} prediction(s) to {path}", file=log)
-    elif not args.json:
-        print(frame.head(20).to_string(index=False))
-        if len(frame) > 20:
-            print(f"... {len(frame) - 20} more rows; --out predictions.csv writes them all")
-    return 0
-
-
 # ---- listings ------------------------------------------------------------------------------------------------------
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -419,32 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_cv)
 
-    p = sub.add_parser("eval", help="evaluate a run or checkpoint on a data split")
-    p.add_argument("run", metavar="RUN|CHECKPOINT")
-    p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
-    p.add_argument("--data-dir", help="where a built-in dataset's files are")
-    p.add_argument("--split", default="val", choices=("train", "val", "test"))
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    p.add_argument("--max-image-pixels", type=int, metavar="N",
-                   help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
-    p.add_argument("run", metavar="RUN|CHECKPOINT")
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images or folders of them; or one table file")
-    p.add_argument("--topk", type=int, default=3)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--json", action="store_true", help="one JSON object per image (a JSON array of rows for a table)")
-    p.add_argument("--out", help="table models: write the predictions CSV here (id column + prediction)")
-    p.add_argument("--id-column", help="table models: the column written beside each prediction (default: the "
-                   "identifier column found in training)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--model-code", metavar="FILE", help="your own network's .py file, when it moved since training")
-    p.add_argument("--max-image-pixels", type=int, metavar="N",
-                   help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
-    p.set_defaults(func=cmd_predict)
+    for name in COMMAND_MODULES:  # commands that live in their own module register themselves, in this order
+        importlib.import_module(f"{__package__}.{name}").register(sub)
 
     p = sub.add_parser("models", help="list the registered models")
     p.add_argument("--torchvision", action="store_true", help="list torchvision's classification models")
@@ -496,14 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="compare.png")
     p.set_defaults(func=cmd_compare)
 
-    for name in COMMAND_MODULES:  # commands that live in their own module register themselves
-        importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
 
 
 # Each names a module of dlkit.cli with register(subparsers); it imports only argparse at the top, so `dlkit --help`
 # stays fast, and its heavy parts (onnx, fastapi, optuna) only when its command runs.
-COMMAND_MODULES = ("export", "serve", "sweep", "lr_find")
+COMMAND_MODULES = ("evaluate", "predict", "export", "serve", "sweep", "lr_find")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""`dlkit predict RUN|CHECKPOINT FILE_OR_DIR...`: the classes of image files, or a table's predictions as CSV."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
+    p.add_argument("run", metavar="RUN|CHECKPOINT")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images or folders of them; or one table file")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--json", action="store_true", help="one JSON object per image (a JSON array of rows for a table)")
+    p.add_argument("--out", help="table models: write the predictions CSV here (id column + prediction)")
+    p.add_argument("--id-column", help="table models: the column written beside each prediction (default: the "
+                   "identifier column found in training)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--model-code", metavar="FILE", help="your own network's .py file, when it moved since training")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..data.images import ImageError, set_max_image_pixels
+    from ..infer import load
+    from ..infer.predictor import expand_inputs
+
+    if args.topk < 1:
+        raise UserError(f"--topk must be at least 1 (got {args.topk})")
+    set_max_image_pixels(args.max_image_pixels)
+    predictor = load(args.run, device=args.device, model_code=args.model_code)
+    if predictor.modality == "table":
+        return _predict_table(predictor, args)
+    failed = 0
+    for path in expand_inputs(args.inputs):
+        try:
+            top = predictor.predict(path, topk=args.topk)
+        except ImageError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"file": str(path), "predictions": [{"class": c, "probability": p} for c, p in top]}))
+        else:
+            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+    return 2 if failed else 0
+
+
+def _predict_table(predictor, args: argparse.Namespace) -> int:
+    from ..infer.tabular import write_predictions
+
+    if len(args.inputs) != 1:
+        raise UserError("a table model predicts one table at a time: dlkit predict RUN TABLE.csv --out predictions.csv")
+    frame, notes = predictor.predict_frame(args.inputs[0], args.id_column, where=args.inputs[0])
+    log = sys.stderr if args.json else sys.stdout
+    for note in notes:
+        print(f"note: {note}", file=log)
+    if args.json:
+        print(frame.to_json(orient="records"))
+    if args.out:
+        path = write_predictions(frame, Path(args.out), args.overwrite)
+        print(f"wrote {len(frame)} prediction(s) to {path}", file=log)
+    elif not args.json:
+        print(frame.head(20).to_string(index=False))
+        if len(frame) > 20:
+            print(f"... {len(frame) - 20} more rows; --out predictions.csv writes them all")
+    return 0
