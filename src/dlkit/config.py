@@ -186,7 +186,7 @@ PATH_FIELDS = ("data", "data_dir", "weights", "init_from")
 def absolute_path(value: Any) -> Any:
     """An existing path made absolute; a built-in dataset name, a missing path or a non-string stays as it is."""
     from .data.builtin import BUILTINS
-    from .data.tables import TABLE_BUILTINS
+    from .data.table_builtins import TABLE_BUILTINS
 
     if not isinstance(value, str) or not value or value in BUILTINS or value in TABLE_BUILTINS:
         return value

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import dlkit.data.tables as tables
+import dlkit.data.table_reading as table_reading
 from dlkit.cli.main import main
 from dlkit.data.modality import open_table
-from dlkit.data.tables import (TABLE_BUILTINS, ColumnChoice, TableSpec, infer_columns, infer_task, is_table,
-                               read_table)
+from dlkit.data.table_builtins import TABLE_BUILTINS, is_table
+from dlkit.data.table_reading import ColumnChoice, infer_columns, infer_task, read_table
+from dlkit.data.tables import TableSpec
 from dlkit.errors import UserError
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--no-tensorboard", "--no-report"]
@@ -154,7 +155,7 @@ def test_infinite_values_are_missing_with_a_note(tmp_path, capsys):
 
 def test_a_file_too_large_for_memory_is_refused_by_size(tmp_path, monkeypatch):
     path = write_csv(tmp_path / "t.csv", regression_frame(40))
-    monkeypatch.setattr(tables, "available_memory", lambda: 1000)
+    monkeypatch.setattr(table_reading, "available_memory", lambda: 1000)
     with pytest.raises(UserError, match=r"is 0\.0 GiB, too large to load here"):
         read_table(path)
 

@@ -167,7 +167,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from ..data import BUILTINS, LAYOUTS
-    from ..data.tables import TABLE_BUILTINS
+    from ..data.table_builtins import TABLE_BUILTINS
 
     print("built-in image datasets (--data NAME):")
     for entry in BUILTINS:
@@ -238,7 +238,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_show_data(args: argparse.Namespace) -> int:
-    from ..data.tables import is_table
+    from ..data.table_builtins import is_table
     from ..track.datashow import describe_table, format_counts, show_data
 
     out = args.out or f"data_{Path(args.data.rstrip('/')).name or 'data'}.png"

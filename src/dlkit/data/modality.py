@@ -21,7 +21,7 @@ MODALITIES: Registry = Registry("modality")
 
 def modality_for(data: str, objects: tuple | None = None) -> "Images | Tables":
     """The modality of a --data spec; `objects`: the user's own Dataset objects, passed from Python."""
-    from .tables import is_table
+    from .table_builtins import is_table
 
     if objects or str(data).startswith(DATASET_PREFIX):
         from . import user  # registers the "dataset" modality
@@ -183,7 +183,9 @@ _LAST_TABLE: dict[str, Any] = {}
 def _open_table(data: str, target: str | None, task: str, data_args: dict | None) -> TableSource:
     import pandas as pd
 
-    from .tables import TABLE_BUILTINS, category_keys, find_target, infer_task, read_table
+    from .table_builtins import TABLE_BUILTINS
+    from .table_reading import find_target, infer_task, read_table
+    from .tables import category_keys
 
     data_args = dict(data_args or {})
     if data in TABLE_BUILTINS:
@@ -236,7 +238,8 @@ class Tables:
     @staticmethod
     def prepare(cfg, default_size: int = 0):
         from . import PreparedData
-        from .tables import TableSpec, infer_columns
+        from .table_reading import infer_columns
+        from .tables import TableSpec
 
         source = open_table(cfg.data, cfg.target, cfg.task, cfg.data_args)
         frame, labels = source.frame, source.labels()
@@ -308,7 +311,7 @@ class LinearTruth:
         self.args = data_args
 
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
-        from .tables import synthetic_truth
+        from .table_builtins import synthetic_truth
 
         w, b = learned_linear(trainer.model, trainer.data.spec)
         true_w, true_b = synthetic_truth(self.args)

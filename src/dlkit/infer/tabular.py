@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..data.tables import TableSpec, read_table
+from ..data.table_reading import read_table
+from ..data.tables import TableSpec
 from ..errors import UserError
 from ..tasks import mean_of_members
 
