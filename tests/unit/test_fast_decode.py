@@ -1,6 +1,7 @@
 """The fast decode path (data/fastdecode.py): plain 8-bit JPEG and PNG files go through torchvision's decoders and give
 Pillow's pixels; everything Pillow handles specially (rotation, draft mode, alpha, palettes, 16-bit, CMYK, bombs,
-damaged files) still goes to Pillow; and the scandir listing keeps the order and counts of sorted(rglob)."""
+damaged files) still goes to Pillow; bytes in memory (an upload) decode exactly as the same file does; and the scandir
+listing keeps the order and counts of sorted(rglob)."""
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ from PIL import Image
 
 from dlkit.data import fastdecode, folders
 from dlkit.data.fastdecode import HEAD_BYTES, decoder_for
-from dlkit.data.images import ImageError, load_image
+from dlkit.data.images import ImageError, load_image, load_image_bytes
 from dlkit.data.loaders import decode_files
 from dlkit.data.source import Samples
 from dlkit.data.transforms import convert_channels
@@ -327,7 +328,46 @@ def test_decode_files_keeps_order_across_chunks_and_drops_the_bad(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 4. listing: os.scandir gives what sorted(rglob) gave
+# 4. bytes in memory (dlkit serve's uploads): the same decoder and the same pixels as the file
+
+def files_of_every_kind(tmp_path: Path) -> list[Path]:
+    """The fast path (small JPEG and PNG) and every case Pillow keeps: draft mode, rotation, CMYK, alpha, 16-bit."""
+    paths = [save(tmp_path / "small.jpg", photo(40, 30, "RGB"), "RGB"),
+             save(tmp_path / "gray.png", photo(30, 50, "L"), "L"),
+             save(tmp_path / "big.jpg", photo(375, 500, "RGB"), "RGB", quality=90),  # drafted at 1/8 for size 32
+             save(tmp_path / "rotated.jpg", photo(40, 60, "RGB"), "RGB", exif=exif_with_orientation(6)),
+             save(tmp_path / "alpha.png", np.full((20, 30, 4), 128, np.uint8), "RGBA")]
+    Image.new("CMYK", (40, 36), (10, 20, 30, 0)).save(tmp_path / "cmyk.jpg")
+    Image.fromarray(np.full((20, 24), 40000, np.uint16)).save(tmp_path / "deep.png")
+    return paths + [tmp_path / "cmyk.jpg", tmp_path / "deep.png"]
+
+
+@pytest.mark.parametrize("size", [None, 32])
+def test_bytes_decode_exactly_as_the_same_file(tmp_path, size):
+    for path in files_of_every_kind(tmp_path):
+        for channels in (1, 3):
+            from_file = load_image(path, channels, size)
+            from_bytes = load_image_bytes(path.read_bytes(), channels, size, path.name)
+            assert torch.equal(from_bytes, from_file), f"{path.name}, {channels} channels, size {size}"
+
+
+def test_bytes_take_the_decoder_the_file_takes(tmp_path):
+    for path in files_of_every_kind(tmp_path):
+        from_file, from_bytes = fastdecode.decode(path, 3, 32), fastdecode.decode_bytes(path.read_bytes(), 3, 32)
+        assert (from_file is None) == (from_bytes is None), path.name
+        assert from_file is None or torch.equal(from_file, from_bytes), path.name
+    assert fastdecode.decode_bytes((tmp_path / "small.jpg").read_bytes(), 3, 32) is not None  # fast path taken
+    assert fastdecode.decode_bytes((tmp_path / "big.jpg").read_bytes(), 3, 32) is None       # Pillow's draft mode
+
+
+def test_damaged_bytes_raise_image_error_naming_the_label(tmp_path):
+    for name, path in damaged_files(tmp_path).items():
+        with pytest.raises(ImageError, match=r"upload 7: cannot read image"):
+            load_image_bytes(path.read_bytes(), 3, 32, "upload 7")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. listing: os.scandir gives what sorted(rglob) gave
 
 def listed_with_rglob(folder: Path) -> tuple[list[Path], Counter]:
     """The listing as it was before scandir: sorted(rglob), hidden parts skipped, files only."""

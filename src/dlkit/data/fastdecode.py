@@ -70,6 +70,18 @@ def decode(path, channels: int, size: int | None = None) -> torch.Tensor | None:
                 data += chunk
     finally:
         os.close(fd)
+    return _decode_whole(ops, data, channels)
+
+
+def decode_bytes(data: bytes, channels: int, size: int | None = None) -> torch.Tensor | None:
+    """`decode` for a whole file already in memory (an upload): the same choice and the same pixels, no file."""
+    ops = image_ops()
+    if ops is None or decoder_for(data[:HEAD_BYTES], size) != "torchvision":
+        return None
+    return _decode_whole(ops, bytearray(data), channels)  # a writable copy: torch.frombuffer wants one (~10 us)
+
+
+def _decode_whole(ops, data: bytearray, channels: int) -> torch.Tensor | None:
     jpeg = data[:2] == b"\xff\xd8"
     if not (_jpeg_complete(data) if jpeg else _png_sound(bytes(data))):
         return None  # truncated or damaged: Pillow refuses it with its own message
