@@ -2,12 +2,16 @@
 
 The naive endpoint does what the course's predict code does, per request: PIL open, torchvision transforms, model
 forward on one image (a plain `def` endpoint, so FastAPI runs it on its thread pool, as tutorials write it). Every
-server is a subprocess on 127.0.0.1; they run interleaved (each repeat visits every server at every concurrency),
-and the load generator is one asyncio process sending pre-built multipart requests over keep-alive connections,
-a fixed number of requests with a time cap, so it stops by itself. Uploads are the real hymenoptera JPEGs.
+server is a subprocess on 127.0.0.1 on the same HTTP stack: uvicorn with dlkit serve's settings
+(dlkit.serve.server.uvicorn_config: httptools and uvloop where installed, as `dlkit[serve]` installs them; the
+header line says which ran). They run interleaved (each repeat visits every server at every concurrency), and the
+load generator is one asyncio process sending pre-built multipart requests over keep-alive connections, a fixed
+number of requests with a time cap, so it stops by itself; it costs every server the same (~0.15 ms of CPU per
+request, on the same CPUs). Uploads are the real hymenoptera JPEGs.
 
     python benchmarks/serve.py [--run RUN] [--model quick] [--clients 1,8,32] [--requests 200] [--repeat 3]
-    python benchmarks/serve.py --grid [--configs 1:0,8:2,16:2,16:5:1]   # dlkit torch, --max-batch:--max-wait-ms[:--threads]
+    python benchmarks/serve.py --grid [--configs 1:0,8:2,16:2,16:5:1]   # dlkit torch over settings:
+                                   # --max-batch:--max-wait-ms[:--threads[:--decode-workers]] each
 
 onnxruntime against PyTorch eager on the bare model (batch 64 and 1) is benchmarks/onnx_predict.py.
 """
@@ -15,6 +19,7 @@ onnxruntime against PyTorch eager on the bare model (batch 64 and 1) is benchmar
 import argparse
 import asyncio
 import os
+import resource
 import select
 import subprocess
 import sys
@@ -59,16 +64,16 @@ def naive_app(run: str):
 
 
 def run_naive(run: str) -> None:
-    import socket
-
+    """On the uvicorn settings dlkit serve uses (the same HTTP stack both sides: httptools and uvloop if installed)."""
     import uvicorn
 
+    from dlkit.serve import ServeSettings
+    from dlkit.serve.server import bind, uvicorn_config
+
     app = naive_app(run)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(2048)
+    sock = bind("127.0.0.1", 0)
     print(f"serving naive on http://127.0.0.1:{sock.getsockname()[1]}/", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, ServeSettings())).run(sockets=[sock])
 
 
 # ---- servers as subprocesses -----------------------------------------------------------------------------------------
@@ -157,13 +162,17 @@ def measure(servers: dict[str, list[str]], payloads: list[bytes], args) -> dict:
             load(port, payloads, max(args.clients), 4 * max(args.clients), args.cap)
         for r in range(args.repeat):
             for clients in args.clients:
-                for name, (_, port) in procs.items():
+                for name, (proc, port) in procs.items():
                     total = args.requests if clients > 1 else max(50, args.requests // 4)
+                    server_cpu, client_cpu = cpu_seconds(proc.pid), resource.getrusage(resource.RUSAGE_SELF)
                     res = load(port, payloads, clients, total, args.cap)
+                    res["cpu_ms"] = (cpu_seconds(proc.pid) - server_cpu) / max(1, res["n"]) * 1000
+                    res["client_ms"] = _cpu_since(client_cpu) / max(1, res["n"]) * 1000
                     res["mean_batch"] = _mean_batch(port) if name != "naive" else 1.0
                     results.setdefault((name, clients), []).append(res)
                     print(f"  repeat {r + 1} {name:<14} {clients:>2} clients: {res['req_s']:7.1f} req/s  "
                           f"p50 {res['p50_ms']:7.1f} ms  p99 {res['p99_ms']:7.1f} ms  batch {res['mean_batch']:4.1f}"
+                          f"  CPU per request: server {res['cpu_ms']:.2f} ms, load generator {res['client_ms']:.2f} ms"
                           + (f"  {res['errors']} errors" if res["errors"] else "")
                           + ("  (time cap)" if res["capped"] else ""), flush=True)
     finally:
@@ -171,6 +180,20 @@ def measure(servers: dict[str, list[str]], payloads: list[bytes], args) -> dict:
             proc.terminate()
             proc.wait(60)
     return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, all its threads (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_since(before) -> float:
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    return now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime
 
 
 def compare(run: str, payloads: list[bytes], args) -> None:
@@ -181,30 +204,33 @@ def compare(run: str, payloads: list[bytes], args) -> None:
 
 
 def grid(run: str, payloads: list[bytes], args) -> None:
-    """dlkit torch over settings BATCH:WAIT_MS[:THREADS]; the ratios are against the first (no batching)."""
+    """dlkit torch over settings BATCH:WAIT_MS[:THREADS[:DECODE_WORKERS]]; the ratios are against the first."""
     servers = {}
     for config in args.configs.split(","):
-        batch, wait, *threads = config.split(":")
-        flags = ["--max-batch", batch, "--max-wait-ms", wait] + (["--threads", threads[0]] if threads else [])
-        servers[f"b{batch} w{wait}" + (f" t{threads[0]}" if threads else "")] = dlkit_server(run, "torch", *flags)
+        batch, wait, *more = config.split(":")
+        flags, name = ["--max-batch", batch, "--max-wait-ms", wait], f"b{batch} w{wait}"
+        for flag, short, value in zip(("--threads", "--decode-workers"), ("t", "d"), more):
+            flags, name = flags + [flag, value], f"{name} {short}{value}"
+        servers[name] = dlkit_server(run, "torch", *flags)
     print_table(measure(servers, payloads, args), args.clients, list(servers), next(iter(servers)))
 
 
 def print_table(results: dict, clients_list: list[int], names: list[str], reference: str) -> None:
     print(f"\nmedians of {len(results[(names[0], clients_list[0])])} repeats; ratios against {reference!r}, measured "
-          "in the same run:")
-    print(f"{'server':<14} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6} {'req/s x':>8} "
-          f"{'p50 x':>7} {'p99 x':>7}")
+          f"in the same run; cpu ms: the server's CPU time per request; load average now {os.getloadavg()[0]:.1f}:")
+    print(f"{'server':<14} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6} {'cpu ms':>7} "
+          f"{'req/s x':>8} {'p50 x':>7} {'p99 x':>7}")
     for clients in clients_list:
         ref = results.get((reference, clients))
         for name in names:
             rows = results[(name, clients)]
-            rps, p50, p99, batch = (median([r[k] for r in rows]) for k in ("req_s", "p50_ms", "p99_ms", "mean_batch"))
+            rps, p50, p99, batch, cpu = (median([r[k] for r in rows])
+                                         for k in ("req_s", "p50_ms", "p99_ms", "mean_batch", "cpu_ms"))
             ratio = ""
             if ref and name != reference:
                 rr, r50, r99 = (median([r[k] for r in ref]) for k in ("req_s", "p50_ms", "p99_ms"))
                 ratio = f"{rps / rr:8.2f} {p50 / r50:7.2f} {p99 / r99:7.2f}"
-            print(f"{name:<14} {clients:>7} {rps:8.1f} {p50:8.1f} {p99:8.1f} {batch:6.1f} {ratio}")
+            print(f"{name:<14} {clients:>7} {rps:8.1f} {p50:8.1f} {p99:8.1f} {batch:6.1f} {cpu:7.2f} {ratio}")
 
 
 def _mean_batch(port: int) -> float:
@@ -215,6 +241,14 @@ def _mean_batch(port: int) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as r:
         sizes = json.loads(r.read())["last_batch_sizes"]
     return sum(sizes) / max(1, len(sizes))
+
+
+def http_stack() -> str:
+    """What uvicorn's "auto" picks here: httptools or h11 for HTTP, uvloop or asyncio for the loop."""
+    import importlib.util
+
+    found = importlib.util.find_spec
+    return f"{'httptools' if found('httptools') else 'h11'} + {'uvloop' if found('uvloop') else 'asyncio'}"
 
 
 def main() -> None:
@@ -228,7 +262,7 @@ def main() -> None:
     p.add_argument("--only", default="naive,torch,onnx", type=lambda t: t.split(","))
     p.add_argument("--grid", action="store_true", help="measure dlkit torch over --configs")
     p.add_argument("--configs", default="1:0,4:2,8:2,16:2,32:2,16:0,16:5,16:2:1",
-                   help="--grid settings, BATCH:WAIT_MS[:THREADS] each (the first is the reference)")
+                   help="--grid settings, BATCH:WAIT_MS[:THREADS[:DECODE_WORKERS]] each (the first is the reference)")
     p.add_argument("--naive-server", metavar="RUN", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.naive_server:
@@ -239,7 +273,7 @@ def main() -> None:
         sys.exit(f"skipped: no JPEGs under {HYMENOPTERA / 'val'}")
     payloads = requests_for(files)
     print(f"model {run}; {len(files)} JPEG uploads, {sum(map(len, payloads)) / len(payloads) / 1024:.0f} KB each on "
-          f"average; {os.cpu_count()} CPUs")
+          f"average; {os.cpu_count()} CPUs; uvicorn on {http_stack()}; load average {os.getloadavg()[0]:.1f}")
     (grid if args.grid else compare)(run, payloads, args)
 
 

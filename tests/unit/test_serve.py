@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 import dlkit
@@ -207,6 +208,17 @@ def test_a_lone_request_is_not_held_for_the_batch_wait(backend, photos):
     with serving(backend, max_wait_ms=10_000, timeout_s=20) as client:
         assert client.post("/predict", files=files_of(photos[0])).status_code == 200
         assert client.post("/predict", files=files_of(*photos)).status_code == 200
+
+
+def test_a_bad_image_among_good_ones_fails_its_request_and_leaves_no_wait_behind(backend, photos):
+    # were the bad image still counted as coming, the next lone request would wait 10 s for it and get 504 at 5 s
+    jpeg = photos[2].read_bytes()
+    cut = ("file", ("cut.jpg", jpeg[:len(jpeg) // 2], "image/jpeg"))
+    with serving(backend, max_wait_ms=10_000, timeout_s=5) as client:
+        mixed = files_of(photos[0]) + [cut] + files_of(photos[1])
+        assert_json_error(client.post("/predict", files=mixed), 400, "cut.jpg", "cannot decode")
+        assert client.post("/predict", files=files_of(photos[0])).status_code == 200
+        assert client.get("/health").json()["in_flight"] == 0
 
 
 def test_batcher_keeps_order_and_hands_errors_to_each_waiter():
@@ -435,6 +447,49 @@ def test_binding_to_all_interfaces_warns():
     assert exposure_warning("127.0.0.1") is None and exposure_warning("localhost") is None
     for host in ("0.0.0.0", "::", ""):
         assert "all interfaces" in exposure_warning(host)
+
+
+class FlattensWithView(torch.nn.Module):
+    """A convnet whose forward calls .view on its activations, which fails on channels_last (NHWC) tensors."""
+
+    def __init__(self, use_view: bool):
+        super().__init__()
+        self.conv, self.fc, self.use_view = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Linear(4 * 8 * 8, 2), use_view
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc(y.view(len(y), -1) if self.use_view else y.flatten(1))
+
+
+@pytest.mark.parametrize("use_view", [False, True])
+def test_channels_last_is_kept_only_where_the_answers_stay_the_same(use_view):
+    from dlkit.data.spec import PreprocessSpec
+    from dlkit.infer.predictor import Predictor
+    from dlkit.serve.backends import prefer_channels_last
+
+    torch.manual_seed(0)
+    spec = PreprocessSpec(image_size=8, channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=("a", "b"))
+    predictor = Predictor(FlattensWithView(use_view), spec, {}, torch.device("cpu"))
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    before = predictor.probabilities(images)
+    prefer_channels_last(predictor)
+    assert predictor.model.conv.weight.is_contiguous(memory_format=torch.channels_last) is not use_view
+    assert torch.allclose(predictor.probabilities(images), before, atol=1e-6)
+
+
+def test_uvicorn_runs_on_httptools_and_uvloop_where_installed():
+    import importlib.util
+
+    from dlkit.serve.server import uvicorn_config
+
+    async def app(scope, receive, send):
+        pass
+
+    config = uvicorn_config(app, ServeSettings())
+    assert (config.http, config.loop) == ("auto", "auto")  # uvicorn picks httptools and uvloop when present
+    config.load()
+    want = "HttpToolsProtocol" if importlib.util.find_spec("httptools") else "H11Protocol"
+    assert config.http_protocol_class.__name__ == want
 
 
 # ---- a real uvicorn process ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -88,23 +89,90 @@ class Service:
 
     async def predict(self, request, topk: int) -> dict:
         items = await READERS[self.backend.modality](request, self.settings)
-        loop = asyncio.get_running_loop()
+        pending = Pending(asyncio.get_running_loop(), len(items))
         self.batcher.expect(len(items))
-        submitted = 0
+        for index, (label, raw) in enumerate(items):
+            self.pool.submit(self._prepare_and_queue, pending, index, label, raw)
         try:
-            prepared = await asyncio.gather(*(loop.run_in_executor(self.pool, self.backend.prepare, label, raw)
-                                              for label, raw in items))
-            futures = []
-            for item in prepared:
-                futures.append(asyncio.wrap_future(self.batcher.submit(item)))
-                submitted += 1
-            results = await asyncio.gather(*futures)
-        finally:
-            self.batcher.withdraw(len(items) - submitted)  # what never reached the queue is no longer expected
+            results = await pending.future
+        except BaseException:
+            pending.give_up()  # a timeout or an error: what is still queued for this request is dropped
+            raise
         for result in results:
             if isinstance(result, HttpError):
                 raise result
         return {"model": self.backend.info["model"], **self.backend.respond([label for label, _ in items], results, topk)}
+
+    def _prepare_and_queue(self, pending: Pending, index: int, label: str, raw) -> None:
+        """On a pool thread: decode one item and queue it for the inference thread, which hands its result on."""
+        if pending.given_up:
+            self.batcher.withdraw(1)
+            return
+        try:
+            item = self.backend.prepare(label, raw)
+        except BaseException as e:  # noqa: BLE001 - an HttpError (bad image) or a bug: the request answers it
+            self.batcher.withdraw(1)  # no longer coming: the worker need not wait for it
+            pending.fail(e)
+            return
+        pending.track(index, self.batcher.submit(item))
+
+
+class Pending:
+    """One request's items on their way through the pool and the batcher, as one asyncio future: resolved with all
+    the results (in order) or the first error, by a single wake-up of the event loop per request (asyncio's
+    run_in_executor, wrap_future and gather woke it two or three times per image: a sixth of the event loop's time
+    at 32 clients, measured with py-spy)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int):
+        self.loop, self.future = loop, loop.create_future()
+        self.results: list = [None] * count
+        self.left, self.given_up = count, False
+        self._queued: list = []  # the batcher's futures, to cancel if the request gives up
+        self._lock = threading.Lock()
+
+    def track(self, index: int, future) -> None:
+        self._queued.append(future)
+        if self.given_up:  # gave up while this item was decoding
+            future.cancel()
+        future.add_done_callback(lambda done: self._finished(index, done))
+
+    def _finished(self, index: int, done) -> None:
+        if done.cancelled():
+            return
+        if done.exception() is not None:
+            return self.fail(done.exception())
+        with self._lock:
+            self.results[index] = done.result()
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            self._wake(self.future.set_result, self.results)
+
+    def fail(self, error: BaseException) -> None:
+        self._wake(self.future.set_exception, error)
+
+    def give_up(self) -> None:
+        self.given_up = True
+        for future in list(self._queued):
+            future.cancel()
+
+    def _wake(self, settle, value) -> None:
+        def settle_once():
+            if not self.future.done():
+                settle(value)
+        try:
+            self.loop.call_soon_threadsafe(settle_once)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
+
+
+async def within(seconds: float, awaitable):
+    """await `awaitable`, or raise asyncio.TimeoutError after `seconds`; asyncio.timeout (Python 3.11+) does this
+    without the extra task per request that wait_for makes."""
+    if not hasattr(asyncio, "timeout"):
+        return await asyncio.wait_for(awaitable, seconds)
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -158,7 +226,7 @@ def create_app(backend, settings: ServeSettings | None = None):
         try:
             k = topk if topk and topk > 0 else settings.topk
             # a Response, so FastAPI skips jsonable_encoder's walk over every probability
-            return JSONResponse(await asyncio.wait_for(service.predict(request, k), settings.timeout_s))
+            return JSONResponse(await within(settings.timeout_s, service.predict(request, k)))
         except asyncio.TimeoutError:
             return error(504, f"no answer within {settings.timeout_s:g} s (dlkit serve --timeout-s); "
                               "try again, or with fewer images")

@@ -71,6 +71,15 @@ def serve(source: str | Path, backend: str = "torch", host: str = "127.0.0.1", p
     app.state.on_ready = lambda: print(  # after the warm-up: from this line on, requests are answered at full speed
         f"serving {info['model']} ({info['modality']}, {backend} backend) on http://{shown}:{sock.getsockname()[1]}/"
         "  (API docs at /docs; Ctrl-C or SIGTERM stops after the requests in flight)", file=log, flush=True)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=int(settings.timeout_s) + 5,
-                            limit_concurrency=None, server_header=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
+
+
+def uvicorn_config(app, settings: ServeSettings):
+    """How dlkit serve runs uvicorn (benchmarks/serve.py runs its naive reference the same way).
+
+    http and loop "auto": httptools' C parser and uvloop where installed (`dlkit[serve]` brings both), else uvicorn's
+    pure-Python h11 and asyncio's own loop, which cost more CPU per request."""
+    import uvicorn
+
+    return uvicorn.Config(app, http="auto", loop="auto", log_level="warning", limit_concurrency=None,
+                          timeout_graceful_shutdown=int(settings.timeout_s) + 5, server_header=False)

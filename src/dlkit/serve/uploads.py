@@ -97,7 +97,9 @@ def _text(raw: bytes) -> str:
 def clean_filename(raw: bytes) -> str:
     """A part's filename as a label only: its last path component, printable, at most 120 characters."""
     name = re.split(r"[\\/]", _text(raw))[-1]
-    return "".join(ch for ch in name if ch.isprintable())[:120]
+    if not name.isprintable():  # the rare name with control characters: drop them one by one
+        name = "".join(ch for ch in name if ch.isprintable())
+    return name[:120]
 
 
 def image_parts(parts: list[Part], max_files: int) -> list[Part]:
