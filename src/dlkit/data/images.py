@@ -87,7 +87,8 @@ def _palette_is_gray(img) -> bool:
 def load_image(source, channels: int, size: int | None = None) -> torch.Tensor:
     """Decode `source` (path, file object or PIL image) to uint8 [channels, H, W]; resized+cropped to `size` if given.
 
-    Plain 8-bit JPEG and PNG files take torchvision's decoders (data/fastdecode.py), everything else Pillow.
+    Plain 8-bit JPEG and PNG files take torchvision's decoders (data/fastdecode.py), everything else Pillow. The
+    result may be a strided view (CxHxW over HxWxC memory): `.contiguous()` it where the layout matters.
     """
     tensor = _fast_decode(source, channels, size) if isinstance(source, (str, os.PathLike)) else None
     if tensor is None:
