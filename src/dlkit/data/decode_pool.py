@@ -9,6 +9,7 @@ torch's shared tensors into a SIGBUS); only the failures travel back, as text.
 """
 from __future__ import annotations
 
+import math
 import mmap
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -105,9 +106,7 @@ def _decode_inherited_range(start: int, stop: int) -> dict[int, str]:
 
 def _shared_uint8(shape: tuple[int, ...]) -> torch.Tensor:
     """A zeroed uint8 tensor on an anonymous MAP_SHARED mapping: what forked children write, the parent sees."""
-    count = 1
-    for side in shape:
-        count *= side
+    count = math.prod(shape)
     if count == 0:
         return torch.zeros(shape, dtype=torch.uint8)
     buffer = mmap.mmap(-1, count)  # anonymous and shared on Unix; the tensor keeps the mapping alive

@@ -63,11 +63,12 @@ def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep:
     from .decode_pool import decode_all
 
     images, errors = decode_all(samples.paths, channels, size, keep, usable_cpus())
-    bad = [(samples.paths[i], errors[i]) for i in sorted(errors)]
+    failed = sorted(errors)
+    bad = [(samples.paths[i], errors[i]) for i in failed]
     if bad and strict:
         raise UserError(f"{len(bad)} unreadable image(s), first: {bad[0][1]}; remove them or drop --strict")
     good = torch.ones(len(samples.paths), dtype=torch.bool)
-    good[sorted(errors)] = False
+    good[failed] = False
     kept = samples.subset(good.nonzero().flatten())
     if keep:
         kept = Samples(kept.labels, images[good] if errors else images, kept.paths)
