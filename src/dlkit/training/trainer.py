@@ -32,6 +32,7 @@ from ..device import (amp_dtype, autocast_for, configure_backends, device_label,
                       resolve_device)
 from .loop import StepParts, epoch_metrics, finite, new_totals, predict_logits, train_one_epoch
 from .optim import OPTIMIZERS, lr_multiplier
+from .run_summary import count_parameters, run_summary, timing
 
 
 # hooks called between training steps, whose time counts as per-epoch tracking (on_batch_end runs inside the steps)
@@ -230,7 +231,7 @@ class Trainer:
         cfg = self.cfg
         self.callbacks = self._callbacks(list(extra_callbacks or []))
         self.console.print(f"task: {self.task.name}, loss {cfg.loss}, best checkpoint by {self.monitor}")
-        self.console.print(f"model: {cfg.model} ({_count(self.model):,} parameters) | {cfg.optimizer} lr {cfg.lr:g} "
+        self.console.print(f"model: {cfg.model} ({count_parameters(self.model):,} parameters) | {cfg.optimizer} lr {cfg.lr:g} "
                            f"| {cfg.epochs} epochs x {self.steps_per_epoch} steps of {cfg.batch_size} "
                            f"| {self.device_label} | run: {self.run_dir}")
         self.fit_started = started = time.perf_counter()
@@ -248,26 +249,16 @@ class Trainer:
         except BaseException as error:
             self._emit("on_exception", error)
             raise
-        summary = self.summary(time.perf_counter() - started)
+        summary = run_summary(self, time.perf_counter() - started)
         self._write_summary(summary)
         self._emit("on_fit_end", summary)
-        summary["timing"] = self.timing()  # again, now that the report and the last checkpoint are written
+        summary["timing"] = timing(self)  # again, now that the report and the last checkpoint are written
         self._write_summary(summary)
         return summary
 
     def _write_summary(self, summary: dict[str, Any]) -> None:
         if self.dist.is_main:
             ckpt.atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
-
-    def timing(self) -> dict[str, float]:
-        """Where the time went, from process start: setup and decoding, training steps, validation, the writing done
-        between epochs on the training thread (epoch lines, metrics file, checkpoints, TensorBoard's snapshots), and
-        the rest: the writing at the end (last checkpoint, report)."""
-        total = process_seconds()
-        train, val, tracking = self.seconds["train"], self.seconds["val"], self.seconds["tracking"]
-        return {"total_s": round(total, 2), "setup_s": round(self.setup_s, 2), "train_s": round(train, 2),
-                "val_s": round(val, 2), "tracking_s": round(tracking, 3),
-                "write_s": round(max(0.0, total - self.setup_s - train - val - tracking), 2)}
 
     # ---- views for callbacks -----------------------------------------------------------------------------------
 
@@ -306,7 +297,7 @@ class Trainer:
                             f"try --batch-size {max(1, self.cfg.batch_size // 2)} or --batch-size auto") from None
         except _StopNow:
             pass  # --stop-at within the epoch: the metrics of the epoch so far
-        train = epoch_metrics(self.dist.sum(self.totals.clone()))  # every rank's samples, each counted once
+        train = self._job_metrics()
         train["skipped"] //= self.dist.world_size  # the ranks skip a batch together, and each counted it
         train_s = time.perf_counter() - started - self.val_s_this_epoch
         self.seconds["train"] += train_s
@@ -405,9 +396,12 @@ class Trainer:
             self._validate_within_epoch()
 
     def _save_mid_epoch(self) -> None:
-        # never let NaN weights replace a good `last` (the job's loss: every rank then agrees)
-        self._check_finite(epoch_metrics(self.dist.sum(self.totals.clone()))["loss"])
+        self._check_finite(self._job_metrics()["loss"])  # never let NaN weights replace a good `last`
         self.save_checkpoint("last", with_state=True)
+
+    def _job_metrics(self) -> dict[str, float]:
+        """The epoch so far over every rank's samples, each counted once (so every rank sees the same figures)."""
+        return epoch_metrics(self.dist.sum(self.totals.clone()))
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
@@ -443,26 +437,6 @@ class Trainer:
         if hook in TRACKING_HOOKS:  # what the epochs' own writing costs the training thread (issue: <= 5%)
             self.seconds["tracking"] += time.perf_counter() - started
 
-    def summary(self, wall_s: float) -> dict[str, Any]:
-        last = self.history[-1] if self.history else {}
-        rates = [r["images_per_s"] for r in self.history if "images_per_s" in r]
-        metrics = {k: last.get(k) for k in last if k.startswith(("train_", "val_"))}
-        best_record = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
-        epochs = [r for r in self.history if not r.get("within_epoch")]
-        return {
-            "run_dir": str(self.run_dir), "checkpoint": str(self.run_dir / "checkpoints" / "best.safetensors"),
-            "tensorboard": str(self.run_dir / "tb") if self.cfg.tensorboard else None,
-            "data": self.cfg.data, "model": self.cfg.model, "epochs": self.epoch,
-            "task": self.task.name, "modality": self.modality.name, "monitor": self.monitor, "best_value": self.best_value,
-            "best_val_acc": best_record.get("val_acc"), "best_epoch": self.best_epoch,
-            "best_metrics": {k: v for k, v in best_record.items() if k.startswith("val_")}, **metrics,
-            "images_per_s": float(np.median(rates)) if rates else None, "device": self.device_label,
-            "memory_format": "channels_last" if self.parts.inputs.channels_last else "contiguous",
-            "wall_s": round(wall_s, 2), "timing": self.timing(), "stopped": self.stopped,
-            "validations": len(self.history) - len(epochs), "train_samples": len(self.data.train), "val_samples": len(self.data.val),
-            "parameters": _count(self.model),
-        }
-
     # ---- checkpoints (what they hold and how a run continues from them: resume.py) -------------------------------
 
     def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
@@ -480,7 +454,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,47 @@
+"""What a finished run reports about itself (summary.json, the closing lines): its metrics, speed and where the
+time went."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..device import process_seconds
+
+
+def run_summary(trainer, wall_s: float) -> dict[str, Any]:
+    """What summary.json holds: the run's best and last metrics, speed, timing and sizes."""
+    last = trainer.history[-1] if trainer.history else {}
+    rates = [r["images_per_s"] for r in trainer.history if "images_per_s" in r]
+    metrics = {k: last.get(k) for k in last if k.startswith(("train_", "val_"))}
+    best_record = next((r for r in trainer.history if r["epoch"] == trainer.best_epoch), {})
+    epochs = [r for r in trainer.history if not r.get("within_epoch")]
+    return {
+        "run_dir": str(trainer.run_dir), "checkpoint": str(trainer.run_dir / "checkpoints" / "best.safetensors"),
+        "tensorboard": str(trainer.run_dir / "tb") if trainer.cfg.tensorboard else None,
+        "data": trainer.cfg.data, "model": trainer.cfg.model, "epochs": trainer.epoch,
+        "task": trainer.task.name, "modality": trainer.modality.name, "monitor": trainer.monitor, "best_value": trainer.best_value,
+        "best_val_acc": best_record.get("val_acc"), "best_epoch": trainer.best_epoch,
+        "best_metrics": {k: v for k, v in best_record.items() if k.startswith("val_")}, **metrics,
+        "images_per_s": float(np.median(rates)) if rates else None, "device": trainer.device_label,
+        "memory_format": "channels_last" if trainer.parts.inputs.channels_last else "contiguous",
+        "wall_s": round(wall_s, 2), "timing": timing(trainer), "stopped": trainer.stopped,
+        "validations": len(trainer.history) - len(epochs), "train_samples": len(trainer.data.train), "val_samples": len(trainer.data.val),
+        "parameters": count_parameters(trainer.model),
+    }
+
+
+def timing(trainer) -> dict[str, float]:
+    """Where the time went, from process start: setup and decoding, training steps, validation, the writing done
+    between epochs on the training thread (epoch lines, metrics file, checkpoints, TensorBoard's snapshots), and
+    the rest: the writing at the end (last checkpoint, report)."""
+    total = process_seconds()
+    train, val, tracking = trainer.seconds["train"], trainer.seconds["val"], trainer.seconds["tracking"]
+    return {"total_s": round(total, 2), "setup_s": round(trainer.setup_s, 2), "train_s": round(train, 2),
+            "val_s": round(val, 2), "tracking_s": round(tracking, 3),
+            "write_s": round(max(0.0, total - trainer.setup_s - train - val - tracking), 2)}
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
