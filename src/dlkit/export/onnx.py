@@ -5,14 +5,12 @@ weights inside the file), writes what a consumer needs into the file's metadata_
 task, classes, the preprocessing spec, target scaling, opset, model, training metrics), then refuses to write
 unless onnx.checker passes and onnxruntime matches PyTorch on real validation samples (max abs difference of the
 outputs <= 1e-4 in fp32, same top-1). `quantize="int8"` adds onnxruntime's dynamic quantization and measures
-the accuracy change on the validation split. OnnxModel (export/runtime.py) runs the result.
+the accuracy change on the validation split (export/quantize.py). OnnxModel (export/runtime.py) runs the result.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from .graphs import CPU, MODALITIES, CheckSamples
+from .graphs import CPU, MODALITIES
+from .quantize import quantizer_for
 from .runtime import EXTRAS_HINT, FORMAT, FORMAT_VERSION, OnnxModel, session_options
 
 __all__ = ["ExportResult", "OnnxModel", "export_onnx", "format_result"]
@@ -31,7 +30,6 @@ MIN_OPSET = 18            # the dynamo exporter's lowest opset
 CHECK_SAMPLES = 256       # validation samples compared with PyTorch
 QUANTIZE_SAMPLES = 10000  # validation samples the quantized accuracy is measured on (at most)
 CHUNK = 64                # batch size when running the checks
-QUANTIZED_OPS = ("MatMul", "Gemm")  # --quantize int8: the linear layers (see quantize_int8 for why not Conv)
 
 
 @dataclass
@@ -76,13 +74,13 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
     Example: `dlkit.load("runs/x").export_onnx("model.onnx")`
     """
     onnx = require_extras()
-    quantizer = _quantizer(quantize)
+    quantizer = quantizer_for(quantize)
     opset = _check_opset(opset, onnx)
     if len(getattr(predictor, "models", ())) > 1:
         raise UserError("a CV folder holds one model per fold; export a fold's run folder or the refit run")
     path = _out_path(predictor, out, quantize, overwrite)
 
-    kind, task = MODALITIES[predictor.modality], _task(predictor)
+    kind, task = MODALITIES[predictor.modality], task_of(predictor)
     model, spec = _cpu_copy(predictor.model), predictor.spec
     samples = kind.samples(predictor.meta, spec, max(check_samples, QUANTIZE_SAMPLES if quantizer else 0))
     started = time.perf_counter()
@@ -91,7 +89,7 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     onnx.helper.set_model_props(proto, _metadata(predictor, kind, opset))
     proto.producer_name, proto.producer_version = "dlkit", _version()
-    data = _checked_bytes(onnx, proto)
+    data = checked_bytes(onnx, proto)
 
     started = time.perf_counter()
     check = samples.inputs[:check_samples]
@@ -194,7 +192,7 @@ def _output_name(kind, spec) -> str:
     return getattr(kind, "output_name", None) or ("logits" if spec.task == "classification" else "scaled_prediction")
 
 
-def _checked_bytes(onnx, proto) -> bytes:
+def checked_bytes(onnx, proto) -> bytes:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
@@ -291,88 +289,13 @@ def training_metrics(predictor) -> dict[str, Any]:
     return {k: meta[k] for k in ("monitor", "best_value", "best_epoch", "metrics") if k in meta}
 
 
-# ---- quantization --------------------------------------------------------------------------------------------------
-
-def quantize_int8(data: bytes, proto, predictor, samples: CheckSamples, onnx) -> tuple[bytes, dict[str, Any]]:
-    """onnxruntime dynamic quantization of the linear layers (int8 weights, activations quantized on the fly), and
-    what it costs: the validation metric before and after, and the size before and after.
-
-    Convolutions stay fp32: onnxruntime runs a dynamically quantized convolution (ConvInteger) far slower than the
-    fp32 one (LeNet-modern on Fashion-MNIST, 1 thread, batch 64: 6.8 ms against 1.6 ms; linear layers only: 1.5 ms),
-    while the linear layers hold most of the bytes of the curriculum's small networks (LeNet-modern 268 -> 94 KiB
-    this way, 84 KiB with its convolutions too)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory(prefix="dlkit-export-") as tmp:
-        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        fp32.write_bytes(data)
-        with _quiet_advice():
-            quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, op_types_to_quantize=list(QUANTIZED_OPS))
-        quantized = onnx.load(str(int8))
-    props = {p.key: p.value for p in proto.metadata_props}
-    props["quantization"] = json.dumps({"scheme": "int8", "method": "onnxruntime.quantization.quantize_dynamic",
-                                        "ops": list(QUANTIZED_OPS)})
-    onnx.helper.set_model_props(quantized, props)
-    packed = _checked_bytes(onnx, quantized)
-    before, after = run_bytes(data, samples.inputs), run_bytes(packed, samples.inputs)
-    figures = {"scheme": "int8", "fp32_size_bytes": len(data), "size_bytes": len(packed),
-               "size_ratio": len(packed) / len(data), "samples": len(samples.inputs)}
-    task = _task(predictor)
-    if task.name == "classification":
-        figures["top1_agreement"] = float((before.argmax(1) == after.argmax(1)).float().mean())
-    if samples.labels is not None:
-        metric, score = SCORES[task.name]
-        figures.update({"metric": metric, "fp32": score(task, before, samples.labels),
-                        "int8": score(task, after, samples.labels)})
-        figures["change"] = figures["int8"] - figures["fp32"]
-    return packed, figures
-
-
-@contextlib.contextmanager
-def _quiet_advice():
-    """quantize_dynamic logs advice to run its pre-processing (symbolic shape inference, ~6 s even for LeNet; the
-    quantized graphs run and are measured without it) on the root logger: drop that one record."""
-    import logging
-
-    def drop(record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
-
-    root = logging.getLogger()
-    root.addFilter(drop)
-    try:
-        yield
-    finally:
-        root.removeFilter(drop)
-
-
-def _task(predictor):
+def task_of(predictor):
     if hasattr(predictor, "task"):
         return predictor.task
     from ..tasks import task_from_meta
 
     return task_from_meta(predictor.meta.get("task"), predictor.classes)
 
-
-def _accuracy(task, outputs: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((outputs.argmax(1) == labels).float().mean())
-
-
-def _rmse(task, outputs: torch.Tensor, labels: torch.Tensor) -> float:
-    from ..tasks import regression_metrics
-
-    return regression_metrics(task.values(outputs), task.scale.decode(labels))["rmse"]
-
-
-SCORES = {"classification": ("accuracy", _accuracy), "regression": ("rmse", _rmse)}  # task -> validation metric
-QUANTIZERS = {"int8": quantize_int8}
-
-
-def _quantizer(name: str | None):
-    if name is None:
-        return None
-    if name not in QUANTIZERS:
-        raise UserError(f"--quantize {name!r} is not supported; choose {', '.join(QUANTIZERS)}")
-    return QUANTIZERS[name]
 
 
 # ---- report --------------------------------------------------------------------------------------------------------
