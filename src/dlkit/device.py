@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import torch
 
@@ -42,6 +43,23 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
         torch.set_num_threads(usable)
     if device.type == "cpu":
         keep_freed_memory()
+
+
+def one_thread_here() -> None:
+    """Give the calling side thread (TensorBoard's writer, decoders) one intra-op thread, leaving every other thread's
+    count as it was. Call it first thing on the thread.
+
+    Each thread that runs a parallel torch op becomes the master of its own OpenMP (and MKL) team, kept for the
+    thread's life. Once libgomp manages more threads than there are CPUs it stops spinning between parallel regions,
+    and from then on every op of the training thread waits for its workers to wake from a futex: LeNet's steps ran
+    1.4x slower for the whole epoch after TensorBoard's writer traced the graph.
+    """
+    inherited = torch.get_num_threads()  # this thread's count, taken from the process-wide one on first use
+    torch.set_num_threads(1)  # this thread's OpenMP and MKL counts, and (unwanted) the process-wide one
+    # which only threads started later read, when they first compute: put it back from a thread that then ends
+    restore = threading.Thread(target=torch.set_num_threads, args=(inherited,), name="dlkit-restore-threads")
+    restore.start()
+    restore.join()
 
 
 def keep_freed_memory() -> bool:

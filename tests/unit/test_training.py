@@ -340,3 +340,44 @@ def test_dataloader_path_leaves_its_workers_their_cpus_while_it_iterates(folder,
     during = [torch.get_num_threads() for _ in batches]
     assert during and set(during) == {1}  # two CPUs, one decoding: one compute thread
     assert torch.get_num_threads() == 2  # given back afterwards
+
+
+SIDE_THREAD = """
+import os, threading, torch
+from dlkit.device import one_thread_here
+
+torch.set_num_threads(2)
+torch.randn(2_000_000).exp_()  # the main thread's OpenMP team exists
+before = len(os.listdir("/proc/self/task"))
+extra = []
+for settle in (False, True):
+    ran, finish = threading.Event(), threading.Event()
+    def side():
+        if settle:
+            one_thread_here()
+        torch.randn(2_000_000).exp_()  # a parallel op on the side thread
+        ran.set()
+        finish.wait()
+    thread = threading.Thread(target=side)
+    thread.start()
+    ran.wait()
+    extra.append(len(os.listdir("/proc/self/task")) - before - 1)  # OS threads beyond the side thread itself
+    finish.set()
+    thread.join()
+fresh = []
+thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+thread.start()
+thread.join()
+print(*extra, torch.get_num_threads(), fresh[0])
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through Linux's /proc")
+def test_side_threads_start_no_second_openmp_team_and_leave_other_threads_counts_alone():
+    """A second team makes libgomp stop spinning between regions: every training step then waits on wake-ups."""
+    out = subprocess.run([sys.executable, "-c", SIDE_THREAD], capture_output=True, text=True, check=True,
+                         timeout=120).stdout.split()
+    without, settled, main, fresh = map(int, out)
+    assert without == 1  # the side thread's own OpenMP worker, kept while it lives (what one_thread_here avoids)
+    assert settled == 0
+    assert (main, fresh) == (2, 2)  # not torch.set_num_threads(1): that would become every new thread's count

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..device import one_thread_here
 from .images import ImageError, load_image
 
 THREAD_CHUNK = 64          # files per thread task: a task costs about as much as decoding one small JPEG
@@ -74,7 +75,7 @@ def _ranges(start: int, n: int, chunk: int) -> list[tuple[int, int]]:
 
 
 def _in_threads(job: DecodeJob, workers: int) -> dict[int, ImageError]:
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers, initializer=one_thread_here) as pool:
         parts = pool.map(lambda r: _decode_range(job, *r), _ranges(0, len(job.paths), THREAD_CHUNK))
         return {i: ImageError(message) for part in parts for i, message in part.items()}
 

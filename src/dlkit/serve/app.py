@@ -61,6 +61,12 @@ def _limit_threads(n: int):
     return apply
 
 
+def _one_thread() -> None:
+    from ..device import one_thread_here  # torch, imported when the service starts, not with the app
+
+    one_thread_here()
+
+
 class Service:
     """The running parts: the decode pool, the batcher, and the count of requests in flight."""
 
@@ -75,7 +81,7 @@ class Service:
         self.batcher = Batcher(self.backend.run_batch, self.settings.max_batch, self.settings.max_wait_ms,
                                on_start=_limit_threads(self.settings.resolved_threads()))
         self.pool = ThreadPoolExecutor(self.settings.resolved_decode_workers(), thread_name_prefix="dlkit-decode",
-                                       initializer=_limit_threads(1))
+                                       initializer=_one_thread)
         sample = self.backend.sample()
         if sample:  # the first request should not pay for lazy imports and the decoders' first use (this blocks
             # start-up only, before any request is accepted)

@@ -28,8 +28,12 @@ class TensorBoardLogger:
     def __init__(self, log_dir: Path, cfg, every_n_steps: int = 50):
         from concurrent.futures import ThreadPoolExecutor
 
+        from ..device import one_thread_here
+
         self.log_dir, self.cfg, self.every = log_dir, cfg, every_n_steps
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlkit-tensorboard")
+        # one torch thread: the graph's trace and the figures' tensors must not start a second OpenMP team, which
+        # slows every training step after it (see one_thread_here)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlkit-tensorboard", initializer=one_thread_here)
         self.writer = None
         self.failed: str | None = None
         self.later(self._open)
