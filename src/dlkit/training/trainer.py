@@ -21,7 +21,7 @@ from ..data.augment import BatchAugment
 from ..data.modality import inputs_for, modality_for
 from ..models.user import load_models_from
 from ..errors import UserError
-from ..models import create_model, default_size, is_user_spec, load_backbone_weights
+from ..models import default_size
 from ..track.console import Console, ConsoleProgress
 from ..track.rundir import MetricsFile, new_run_dir, save_samples, write_config
 from .. import storage as ckpt
@@ -30,6 +30,7 @@ from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
 from ..device import (amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, process_seconds,
                       resolve_device)
+from .model_setup import build_model
 from .loop import StepParts, epoch_metrics, finite, new_totals, predict_logits, train_one_epoch
 from .optim import OPTIMIZERS, lr_multiplier
 from .run_summary import count_parameters, run_summary, timing
@@ -95,7 +96,8 @@ class Trainer:
             self.cfg = cfg = replace(cfg, loss=self.task.default_loss)
         self.monitor = cfg.monitor or self.task.monitor
         self.maximize = any(word in self.monitor for word in ("acc", "r2", "f1"))
-        self.model = self._build_model()
+        built = build_model(cfg, self.modality, self.data.spec, self.device, self.console, self.model_object)
+        self.model, self.model_args, self.model_source = built.model, built.args, built.source
         if cfg.batch_size == "auto":
             found = find_batch_size(self.model, self._probe_shape(), self.device, len(self.data.train))
             found = self.dist.smallest(found)  # every rank steps with the same batch
@@ -154,39 +156,6 @@ class Trainer:
         for note in data.notes:
             self.console.print(f"note: {note}")
         return data
-
-    def _build_model(self) -> torch.nn.Module:
-        cfg, spec = self.cfg, self.data.spec
-        self.model_args = {**self.modality.model_args(spec), **cfg.model_args}
-        if self.model_object is not None or is_user_spec(cfg.model):
-            model = self._user_model()
-        else:
-            model = create_model(cfg.model, **self.model_args)
-        if cfg.init != "default":
-            from ..models.init import initialize
-
-            touched = initialize(model, cfg.init, self._probe_shape())
-            self.console.print(f"init: {cfg.init} on {touched} Linear/Conv layer(s)")
-        for source, label in ((cfg.init_from, "--resume-weights-only"), (cfg.weights, "--weights")):
-            if source:
-                missing = load_backbone_weights(model, _weights_file(source))
-                self.console.print(f"weights: {source} ({len(missing)} tensor(s) left as initialised) [{label}]")
-        if cfg.freeze_backbone:
-            model.freeze_backbone()
-        return model.to(self.device)
-
-    def _user_model(self) -> torch.nn.Module:
-        from ..models.user import create_user_model
-
-        if not self.modality.has_images:
-            raise UserError("your own networks train on images for now; for tables use linear, mlp or tabular")
-        data_args = self.modality.model_args(self.data.spec)
-        model, self.model_source, notes = create_user_model(
-            self.model_object if self.model_object is not None else self.cfg.model, **data_args,
-            options=self.cfg.model_args)
-        for note in notes:
-            self.console.print(f"note: {note}")
-        return model
 
     def _probe_shape(self) -> tuple[int, ...]:
         return self.modality.input_shape(self.data.spec)
@@ -441,13 +410,6 @@ class Trainer:
 
     def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
         return resume.save_checkpoint(self, name, with_state)
-
-
-def _weights_file(source: str) -> Path:
-    from ..infer.predictor import resolve_checkpoint
-
-    path = Path(source)
-    return resolve_checkpoint(path) if path.is_dir() else path
 
 
 def _seed_everything(seed: int) -> None:
