@@ -6,16 +6,17 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .main import add_device_flag, add_max_image_pixels_flag  # shared with the other commands
+
     p = sub.add_parser("eval", help="evaluate a run or checkpoint on a data split")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
     p.add_argument("--data-dir", help="where a built-in dataset's files are")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    add_device_flag(p)
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    p.add_argument("--max-image-pixels", type=int, metavar="N",
-                   help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
+    add_max_image_pixels_flag(p)
     p.set_defaults(func=cmd_eval)
 
 

@@ -195,6 +195,16 @@ class KeyValue(argparse.Action):
         setattr(namespace, self.dest, current)
 
 
+def add_device_flag(p: argparse.ArgumentParser, help: str = "where the model runs (auto: a GPU when one is "
+                    "visible, else the CPU)") -> None:
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help=help)
+
+
+def add_max_image_pixels_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 

@@ -10,19 +10,20 @@ from ..errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .main import add_device_flag, add_max_image_pixels_flag  # shared with the other commands
+
     p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images or folders of them; or one table file")
     p.add_argument("--topk", type=int, default=3)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    add_device_flag(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image (a JSON array of rows for a table)")
     p.add_argument("--out", help="table models: write the predictions CSV here (id column + prediction)")
     p.add_argument("--id-column", help="table models: the column written beside each prediction (default: the "
                    "identifier column found in training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--model-code", metavar="FILE", help="your own network's .py file, when it moved since training")
-    p.add_argument("--max-image-pixels", type=int, metavar="N",
-                   help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
+    add_max_image_pixels_flag(p)
     p.set_defaults(func=cmd_predict)
 
 

@@ -8,6 +8,7 @@ from dataclasses import fields
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..serve.settings import ServeSettings  # dataclasses and dlkit.errors only: `dlkit --help` stays fast
+    from .main import add_device_flag
 
     p = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, a page at /, API docs at /docs")
     p.add_argument("source", metavar="RUN|CHECKPOINT|MODEL.onnx")
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one and prints it)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="torch eager, or onnxruntime (a run folder is exported first, checked against PyTorch)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="torch backend's device")
+    add_device_flag(p, "the torch backend's device")
     hints = typing.get_type_hints(ServeSettings)
     for f in fields(ServeSettings):
         kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
