@@ -79,8 +79,8 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
         cfg, finder = auto_lr(cfg, Console(quiet=quiet, stream=log), model_object=model_object,
                               data_objects=data_objects)
     trainer = Trainer(cfg, Console(quiet=quiet, stream=log), resume=resume, model_object=model_object,
-                      data_objects=data_objects).setup()
-    if finder is not None:
+                      data_objects=data_objects, prepared=finder and finder.prepared).setup()
+    if finder is not None and trainer.dist.is_main:
         finder.plot(trainer.run_dir / "lr_find.png")
     summary = trainer.fit(callbacks)
     return Run(trainer.run_dir, summary, trainer.history)

@@ -81,6 +81,16 @@ def test_lr_auto_trains_with_the_suggestion_and_records_the_number(tmp_path):
     assert (run.dir / "lr_find.png").is_file() and run.history[0]["lr"] == pytest.approx(used)
 
 
+def test_lr_auto_reads_the_data_once_for_the_finder_and_the_run(tmp_path, monkeypatch):
+    from dlkit.data.modality import Images
+
+    prepared, original = [], Images.prepare
+    monkeypatch.setattr(Images, "prepare", staticmethod(lambda *a, **k: prepared.append(a) or original(*a, **k)))
+    run = dlkit.train(data="digits", epochs=1, lr="auto", out=str(tmp_path / "run"), **FAST)
+    assert len(prepared) == 1  # the run trains on what the finder read, decoded and split
+    assert run.summary["train_samples"] > 0 and run.history[0]["val_acc"] > 0.5
+
+
 def test_a_ramp_the_wrong_way_round_is_one_line_and_exit_2(capsys):
     assert main(["lr-find", "--data", "digits", "--start", "1", "--end", "1e-3"]) == 2
     err = capsys.readouterr().err.strip()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,6 +35,7 @@ class LRFinderResult:
     method: str
     stopped: str
     plot_path: Path | None = None
+    prepared: Any = field(default=None, repr=False)  # the finder's data, read and decoded: the run reuses it
 
     @property
     def min_loss_lr(self) -> float:
@@ -98,14 +99,14 @@ def check_ramp(start: float, end: float, steps: int) -> None:
 
 
 def auto_lr(cfg: TrainConfig, console: Console, **objects: Any) -> tuple[TrainConfig, LRFinderResult]:
-    """`--lr auto`: the config with the LR finder's suggestion as its learning rate, printed, and the finder's result.
-    `objects`: the learner's own model or Dataset objects, as dlkit.train hands them to the Trainer."""
+    """`--lr auto`: the config with the LR finder's suggestion as its learning rate, printed, and the finder's result
+    (its `prepared` data is the run's too). `objects`: the learner's own model or Dataset objects, as dlkit.train
+    hands them to the Trainer."""
     from .distributed import is_main_process
 
     result = find_lr(cfg, Console(quiet=True), **objects)
-    if not is_main_process():  # under DDP every rank ran the finder and took rank 0's rate; rank 0 alone speaks
-        return replace(cfg, lr=float(f"{result.suggestion:.2g}")), None
-    console.print(f"lr auto: {result.suggestion:.2g} (LR finder, {result.method}; its plot: lr_find.png in the run)")
+    if is_main_process():  # under DDP every rank ran the finder and took rank 0's rate; rank 0 alone speaks
+        console.print(f"lr auto: {result.suggestion:.2g} (LR finder, {result.method}; its plot: lr_find.png in the run)")
     return replace(cfg, lr=float(f"{result.suggestion:.2g}")), result
 
 
@@ -124,7 +125,7 @@ def find_lr(cfg: TrainConfig, console: Console, start: float = 1e-7, end: float 
         lr = dist.agree(lr) if dist is not None else lr
     console.print(f"LR finder: {len(lrs)} steps from {lrs[0]:.1e} to {lrs[-1]:.1e} ({stopped}); suggested {lr:.2g} "
                   f"({METHOD} of the smoothed loss)")
-    return LRFinderResult(lrs, losses, smoothed, lr, METHOD, stopped)
+    return LRFinderResult(lrs, losses, smoothed, lr, METHOD, stopped, prepared=trainer.data)
 
 
 def ramp(trainer, start: float, end: float, steps: int) -> tuple[list[float], list[float], str]:

@@ -55,8 +55,9 @@ class _StopNow(Exception):
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, console: Console | None = None, resume: str | Path | None = None,
-                 model_object: Any = None, data_objects: tuple | None = None):
+                 model_object: Any = None, data_objects: tuple | None = None, prepared: PreparedData | None = None):
         self.cfg, self.console = cfg, console or Console()
+        self.prepared = prepared  # data already read by an earlier trainer on the same config (the LR finder's)
         self.model_object = model_object  # the learner's own network, passed from Python
         self.data_objects = data_objects  # the learner's own (train, val) Datasets, passed from Python
         self.model_source: dict[str, Any] | None = None
@@ -151,7 +152,7 @@ class Trainer:
         return self.val_batches if self.dist.world_size == 1 else self._whole_val_batches()
 
     def _prepare_data(self) -> PreparedData:
-        data = self.modality.prepare(self.cfg, default_size(self.cfg.model))
+        data = self.prepared or self.modality.prepare(self.cfg, default_size(self.cfg.model))
         self.console.print(data.headline)
         for note in data.notes:
             self.console.print(f"note: {note}")
