@@ -54,14 +54,20 @@ def one_thread_here() -> None:
     and from then on every op of the training thread waits for its workers to wake from a futex: LeNet's steps ran
     1.4x slower for the whole epoch after TensorBoard's writer traced the graph.
     """
-    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-        return  # other backends keep one pool for the process, whose size only the main thread should set
-    inherited = torch.get_num_threads()  # this thread's count, taken from the process-wide one on first use
-    torch.set_num_threads(1)  # this thread's OpenMP and MKL counts, and (unwanted) the process-wide one
-    # which only threads started later read, when they first compute: put it back from a thread that then ends
-    restore = threading.Thread(target=torch.set_num_threads, args=(inherited,), name="dlkit-restore-threads")
-    restore.start()
-    restore.join()
+    # All under one lock, parallel_info too (it settles this thread's count): threads of a pool start together, and
+    # one must not take another's passing 1 as the count to restore
+    with _THREAD_COUNT_CHANGE:
+        if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+            return  # other backends keep one pool for the process, whose size only the main thread should set
+        inherited = torch.get_num_threads()  # this thread's count, taken from the process-wide one on first use
+        torch.set_num_threads(1)  # this thread's OpenMP and MKL counts, and (unwanted) the process-wide one
+        # which only threads started later read, when they first compute: put it back from a thread that then ends
+        restore = threading.Thread(target=torch.set_num_threads, args=(inherited,), name="dlkit-restore-threads")
+        restore.start()
+        restore.join()
+
+
+_THREAD_COUNT_CHANGE = threading.Lock()
 
 
 def keep_freed_memory() -> bool:

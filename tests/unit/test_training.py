@@ -365,6 +365,13 @@ for settle in (False, True):
     extra.append(len(os.listdir("/proc/self/task")) - before - 1)  # OS threads beyond the side thread itself
     finish.set()
     thread.join()
+for _ in range(20):  # side threads settling at the same moment: none may leave its 1 as the process-wide count
+    start = threading.Barrier(4)
+    settling = [threading.Thread(target=lambda: (start.wait(), one_thread_here())) for _ in range(4)]
+    for thread in settling:
+        thread.start()
+    for thread in settling:
+        thread.join()
 fresh = []
 thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
 thread.start()
