@@ -16,8 +16,10 @@ FORMAT = "dlkit-checkpoint"
 FORMAT_VERSION = 1
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`: a crash leaves the old file intact."""
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`: a crash leaves the old file intact.
+    durable=False skips the two fsyncs (a few ms each beside a run's other writes) for files rewritten whole and often,
+    whose content is also kept elsewhere: a crashed process still leaves the old file or the new one, never half."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,8 +27,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run folder is read by others (team, browser)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         if tmp:
@@ -38,6 +41,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -52,8 +57,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable)
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

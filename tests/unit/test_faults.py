@@ -237,6 +237,24 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
 
+def test_checkpoints_reach_the_disk_before_they_replace_the_old_one_and_the_metrics_file_skips_the_wait(
+        tmp_path, monkeypatch):
+    """fsync before the rename: after a power cut the checkpoint is the old one or the new one, never empty. The
+    per-epoch metrics.jsonl is only renamed into place (its history is in the checkpoint, rewritten on resume)."""
+    from dlkit.track.rundir import MetricsFile
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    save_tensors(tmp_path / "w.safetensors", {"w": torch.ones(3)}, {"model": "x"})
+    assert len(synced) == 2  # the file, then its folder (the rename)
+    synced.clear()
+    trainer = type("T", (), {"history": [{"epoch": 1, "val_acc": 0.5}]})()
+    MetricsFile(tmp_path).on_epoch_end(trainer, {})
+    assert synced == [] and json.loads((tmp_path / "metrics.jsonl").read_text()) == {"epoch": 1, "val_acc": 0.5}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_a_stuck_dataloader_worker_fails_fast(tmp_path, monkeypatch):
     from dlkit.data import loaders, open_source
 

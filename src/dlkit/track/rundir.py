@@ -49,14 +49,15 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 
 class MetricsFile:
-    """metrics.jsonl: one JSON line per epoch, rewritten atomically so a crash never leaves half a line."""
+    """metrics.jsonl: one JSON line per epoch, rewritten atomically so a crash never leaves half a line. Not fsynced:
+    the history is in the checkpoint too, and a resumed run writes the whole file again."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "metrics.jsonl"
 
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
         lines = [json.dumps(r) for r in trainer.history]
-        atomic_write_text(self.path, "\n".join(lines) + "\n")
+        atomic_write_text(self.path, "\n".join(lines) + "\n", durable=False)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
