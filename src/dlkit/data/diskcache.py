@@ -22,11 +22,17 @@ def cache_key(samples: Samples, channels: int, size: int) -> str:
 
     # Pillow's decompression-bomb limit decides which files are skipped: another --max-image-pixels must decode again
     h = hashlib.sha256(f"{CACHE_VERSION}|{channels}|{size}|{Image.MAX_IMAGE_PIXELS}".encode())
-    folders: dict[Path, str] = {}  # each folder resolved once: resolving every file took ~3 s for 60,000 of them
+    folders: dict[str, str] = {}  # each folder resolved once: resolving every file took ~3 s for 60,000 of them
+    parts = []  # hashed at once: the same digest as one update per file, in half the time (plain strings, no Paths)
     for path, label in zip(samples.paths, samples.labels.tolist()):
-        folder = folders.get(path.parent) or folders.setdefault(path.parent, str(path.parent.resolve()))
-        st = os.stat(path)  # follows a symlinked file: its target's size and time
-        h.update(f"|{folder}/{path.name}|{st.st_size}|{st.st_mtime_ns}|{label}".encode())
+        text = os.fspath(path)
+        head, _, name = text.rpartition(os.sep)
+        folder = folders.get(head)
+        if folder is None:
+            folder = folders[head] = str(path.parent.resolve())
+        st = os.stat(text)  # follows a symlinked file: its target's size and time
+        parts.append(f"|{folder}/{name}|{st.st_size}|{st.st_mtime_ns}|{label}")
+    h.update("".join(parts).encode())
     return h.hexdigest()[:32]
 
 
