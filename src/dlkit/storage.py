@@ -110,7 +110,8 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise UserError(f"checkpoint {path} has damaged metadata; use another checkpoint") from None
     # files written before the metadata was covered hold the weights' digest alone; a newer file's digest never
     # equals that, so accepting it cannot let damaged metadata of a newer file through
-    if not isinstance(meta, dict) or meta.get("sha256") not in (content_digest(tensors, meta), tensors_digest(tensors)):
+    if not isinstance(meta, dict) or (meta.get("sha256") != content_digest(tensors, meta)  # the older digest only
+                                      and meta.get("sha256") != tensors_digest(tensors)):  # when the newer differs
         raise UserError(f"checkpoint {path} is corrupted: its weights or metadata do not match their SHA-256; "
                         "use another checkpoint")
     return tensors, meta

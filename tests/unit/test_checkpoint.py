@@ -107,3 +107,25 @@ def test_python_api_trains_loads_and_predicts_in_memory(tmp_path):
     top_from_pil = predictor.predict(Image.open(sample), topk=3)
     assert len(top_from_file) == 3 and top_from_file == top_from_pil
     assert run.summary["best_val_acc"] == pytest.approx(run.evaluate()["accuracy"])
+
+
+def test_files_whose_digest_covers_the_weights_alone_still_load_and_a_flipped_byte_is_still_refused(tmp_path):
+    """Checkpoints written before the metadata joined the digest hold the weights' digest only."""
+    import json
+
+    from safetensors.torch import save
+
+    from dlkit.storage import FORMAT, FORMAT_VERSION, tensors_digest
+
+    tensors = {"w": torch.arange(6.0).reshape(2, 3)}
+    meta = {"model": "lenet", "sha256": tensors_digest(tensors)}
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(save(tensors, metadata=header))
+    loaded, read_meta = load_tensors(path)
+    assert torch.equal(loaded["w"], tensors["w"]) and read_meta["model"] == "lenet"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1  # a bit of the last weight
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="SHA-256"):
+        load_tensors(path)
