@@ -79,13 +79,13 @@ def content_digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> st
     return hashlib.sha256(f"{tensors_digest(tensors)}|{body}".encode()).hexdigest()
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], durable: bool = True) -> None:
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {**meta, "sha256": content_digest(tensors, meta)}
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
-    atomic_write_bytes(path, save(tensors, metadata=header))
+    atomic_write_bytes(path, save(tensors, metadata=header), durable)
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
