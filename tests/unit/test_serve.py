@@ -204,8 +204,9 @@ def test_requests_that_arrive_together_run_as_batches_of_at_most_max_batch_on_on
 
 
 def test_a_lone_request_is_not_held_for_the_batch_wait(backend, photos):
-    # were the worker to wait max_wait_ms (60 s) for company, the request would pass its 20 s timeout and get 504
-    with serving(backend, max_wait_ms=10_000, timeout_s=20) as client:
+    # were the worker to wait max_wait_ms (10 s, the most allowed) for company, the request would pass its 3 s
+    # timeout and get 504; a lone request on this 16-px model takes milliseconds
+    with serving(backend, max_wait_ms=10_000, timeout_s=3) as client:
         assert client.post("/predict", files=files_of(photos[0])).status_code == 200
         assert client.post("/predict", files=files_of(*photos)).status_code == 200
 
@@ -267,6 +268,7 @@ def test_upload_cap_counts_the_bytes_as_they_arrive_even_chunked(backend):
     with serving(backend, max_upload_mb=1) as client:
         assert_json_error(client.post("/predict", content=chunks(), headers={"Content-Type": kind}), 413,
                           "too large", "--max-upload-mb")
+        assert len(read) <= 2**20 // 2**16 + 2, len(read)  # refused once past 1 MB, not after reading all 3 MB
         assert_json_error(client.post("/predict", content=body, headers={"Content-Type": kind}), 413, "too large")
         small, kind = multipart_body("small.bin", b"x" * 1000)
         assert client.post("/predict", content=small, headers={"Content-Type": kind}).status_code == 415
@@ -286,10 +288,12 @@ def test_decompression_bombs_and_images_over_the_pixel_limit_are_refused(backend
     with serving(backend) as client:
         bomb = [("file", ("bomb.png", bomb_png(100_000, 100_000), "image/png"))]
         assert_json_error(client.post("/predict", files=bomb), 413, "bomb.png", "too large", "10,000,000,000 pixels")
-        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # what --max-image-pixels 1000 sets
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after: the setting is global
+    with serving(backend, max_image_pixels=1000) as client:
         assert_json_error(client.post("/predict", files=files_of(photos[2])), 413, "3,072 pixels", "at most 1,000")
-        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # over the limit, but not twice over it
+    with serving(backend, max_image_pixels=2000) as client:  # over the limit, but not twice over it
         assert_json_error(client.post("/predict", files=files_of(photos[2])), 413, "64x48 = 3,072 pixels")
+        assert client.post("/predict", files=files_of(photos[1])).status_code == 200  # 40x30: under it
 
 
 def test_what_is_not_an_image_is_refused_saying_what_was_wrong(backend, photos):
@@ -305,7 +309,7 @@ def test_what_is_not_an_image_is_refused_saying_what_was_wrong(backend, photos):
         assert_json_error(client.post("/predict", files=[("picture", ("a.jpg", jpeg, "image/jpeg"))]), 400,
                           "no field 'file'", "picture")
         broken, kind = b"--x\r\nnonsense", "multipart/form-data; boundary=x"
-        assert client.post("/predict", content=broken, headers={"Content-Type": kind}).status_code in (400, 415)
+        assert_json_error(client.post("/predict", content=broken, headers={"Content-Type": kind}), 400, "malformed")
     with serving(backend, max_files=2) as client:
         assert_json_error(client.post("/predict", files=files_of(*photos)), 413, "5 images", "--max-files")
 
@@ -393,12 +397,27 @@ def test_a_table_model_takes_json_rows_and_answers_like_dlkit_load(table_run):
         assert [p["probability"] for p in answer["predictions"]] == pytest.approx(list(expected["probability"]))
         assert any("unknown bucket" in n for n in answer["notes"])  # "purple" was never seen
         assert client.post("/predict", json=rows[0]).status_code == 200  # one row as a bare object
-        assert_json_error(client.post("/predict", json={"rows": [{"shade": "light"}]}), 400, "'size'")
+        # a key left out is a missing value, as an empty cell is in a CSV: the same answer as a row with size empty
+        left_out = client.post("/predict", json={"rows": [{"shade": "light"}, {"size": 6.5}]}).json()["predictions"]
+        empty, _ = dlkit.load(table_run.dir).predict_frame(pd.DataFrame({"size": [None, 6.5], "shade": ["light", None]}))
+        assert [p["probability"] for p in left_out] == pytest.approx(list(empty["probability"]))
+        assert_json_error(client.post("/predict", json={"rows": [{"size": 1, "shade": "light", "sise": 2}]}), 400,
+                          "'sise'", "did you mean 'size'")  # a misspelt column is never silently missing
+        assert_json_error(client.post("/predict", json={"rows": [{"size": 1}, {}]}), 400, "row 2", "none of")
         assert_json_error(client.post("/predict", json="/etc/passwd"), 400, "rows")  # text is never a path
         assert_json_error(client.post("/predict", json={"rows": "/etc/passwd"}), 400, "rows")
         assert_json_error(client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}),
                           400, "not JSON")
         assert_json_error(client.post("/predict", json={"rows": [{"size": [1, 2]}]}), 400, "'size'")
+
+
+def test_python_dict_rows_treat_a_left_out_key_as_missing_and_refuse_an_unknown_one(table_run):
+    model = dlkit.load(table_run.dir)
+    left_out = model.predict([{"shade": "dark"}])
+    empty = model.predict(pd.DataFrame({"size": [np.nan], "shade": ["dark"]}))
+    assert list(left_out["probability"]) == pytest.approx(list(empty["probability"]))
+    with pytest.raises(UserError, match="'colour'.*its columns: size, shade"):
+        model.predict({"size": 2.0, "colour": "dark"})
 
 
 # ---- the onnx backend ------------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ class TablePredictor:
         elif isinstance(table, pd.DataFrame):
             frame = table
         elif isinstance(table, dict) or (isinstance(table, list) and all(isinstance(r, dict) for r in table)):
-            frame = pd.DataFrame([table] if isinstance(table, dict) else table)
+            return rows_frame([table] if isinstance(table, dict) else table, self.spec, where or "the rows"), notes
         else:
             raise UserError("predict takes a table file, a pandas DataFrame, a dict or a list of dicts (rows)")
         used = {c["name"] for c in self.spec.columns} | {self.spec.target} | {s["name"] for s in self.spec.skipped}
@@ -127,6 +127,33 @@ class TablePredictor:
         from ..export.onnx import export_onnx
 
         return export_onnx(self, path, **options)
+
+
+def rows_frame(rows: Sequence[dict], spec: TableSpec, where: str = "the rows"):
+    """Rows as dicts (JSON, Python) -> a DataFrame with every column the model uses. A key left out of a row is a
+    missing value, as an empty cell is in a CSV; a key the model does not know is an error, since a misspelt column
+    would otherwise be predicted from its training fill without a word, and so is a row naming none of its columns."""
+    import difflib
+
+    import pandas as pd
+
+    inputs = [c["name"] for c in spec.columns]
+    known = {*inputs, spec.target, spec.id_column, *(s["name"] for s in spec.skipped)} - {None}
+    for number, row in enumerate(rows, 1):
+        unknown = [str(k) for k in row if k not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known, key=str), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"{where}, row {number}: the model has no column {', '.join(map(repr, unknown[:5]))}; "
+                            f"{hint}its columns: {', '.join(inputs[:12])}" + (" ..." if len(inputs) > 12 else ""))
+        if inputs and not any(k in inputs for k in row):
+            raise UserError(f"{where}, row {number} names none of the model's columns; give at least one of "
+                            f"{', '.join(inputs[:12])}" + (" ..." if len(inputs) > 12 else ""))
+    frame = pd.DataFrame(list(rows))
+    for name in inputs:
+        if name not in frame.columns:
+            frame[name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    return frame
 
 
 def load_table_predictor(metas: Sequence[dict[str, Any]], models: Sequence[torch.nn.Module], device: torch.device,

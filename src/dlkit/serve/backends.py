@@ -110,9 +110,13 @@ class TableBackend(_Backend):
         return self.spec.task, table_input(self.spec)
 
     def prepare(self, label: str, rows: list[dict]):
-        import pandas as pd
+        """JSON rows -> a DataFrame of the model's columns: a key left out is a missing value, an unknown key a 400."""
+        from ..infer.tabular import rows_frame
 
-        return pd.DataFrame(rows)
+        try:
+            return rows_frame(rows, self.spec, "the request")
+        except UserError as e:
+            raise HttpError(400, str(e)) from None
 
     def sample(self) -> None:
         return None  # no rows to make up: the first request warms up
