@@ -183,6 +183,23 @@ def test_info_health_docs_and_page(run, backend):
         assert_json_error(client.get("/static/../../etc/passwd"), 404)
 
 
+def test_docs_and_redoc_load_their_scripts_from_this_server_only(backend):
+    import re
+
+    with serving(backend) as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page)
+            assert html.status_code == 200 and "/openapi.json" in html.text
+            linked = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+            assert linked and all(url.startswith("/docs-assets/") for url in linked), linked  # no CDN, no fonts
+            assert "https://" not in html.text and "http://" not in html.text
+            for url in linked:
+                asset = client.get(url)
+                assert asset.status_code == 200 and len(asset.content) > 1000, url
+        assert '"validatorUrl": null' in client.get("/docs").text
+        assert client.get("/docs/oauth2-redirect").status_code == 200
+
+
 # ---- micro-batching --------------------------------------------------------------------------------------------------
 
 def test_requests_that_arrive_together_run_as_batches_of_at_most_max_batch_on_one_thread(backend, photos):

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from .batcher import Batcher
+from .docs import add_offline_docs
 from .settings import ServeSettings
 from .uploads import HttpError, image_parts, parse_multipart, parse_rows, read_body
 
@@ -203,7 +204,9 @@ def create_app(backend, settings: ServeSettings | None = None):
             service.stop()
 
     app = FastAPI(title=f"dlkit serve: {backend.info['model']}", version=__version__, lifespan=lifespan,
-                  description="POST images (multipart field `file`, repeatable) or JSON rows to /predict.")
+                  description="POST images (multipart field `file`, repeatable) or JSON rows to /predict.",
+                  docs_url=None, redoc_url=None)  # FastAPI's own pages load their scripts from a CDN
+    add_offline_docs(app)
     app.state.service = service
     page = {path: (resources.files(__package__).joinpath("static", name).read_bytes(), kind)
             for path, (name, kind) in PAGE_FILES.items()}
