@@ -2,6 +2,7 @@
 tables and images, table checkpoints (JSON spec, no pickle), resume, predict from Python and permutation importance."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,6 +100,11 @@ def test_cross_validate_a_table_then_refit_and_predict_from_python(tmp_path):
     assert [c["fold"] for c in fold_configs] == [0, 1, 2] and all(c["folds"] == 3 for c in fold_configs)
     refit = dlkit.load(result["refit"]["run_dir"]).meta["config"]
     assert refit["refit"] and refit["epochs"] == result["refit"]["epochs"]
+    best = [min(history(f["run_dir"]), key=lambda m: m["val_rmse"])["epoch"] for f in result["folds"]]
+    refit_history = history(result["refit"]["run_dir"])
+    assert len(refit_history) == result["refit"]["epochs"] == max(1, round(float(np.median(best)))), best
+    refit_summary = json.loads((Path(result["refit"]["run_dir"]) / "summary.json").read_text())
+    assert refit_summary["train_samples"] == 120  # every row, none held out
     cv_json = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert cv_json["mean"] == result["mean"]
     new = pd.DataFrame({"row": [1000, 1001], "x1": [1.0, -1.0], "x2": [0.0, 0.0], "noise": [0.0, 0.0],
@@ -106,6 +112,10 @@ def test_cross_validate_a_table_then_refit_and_predict_from_python(tmp_path):
     predicted = dlkit.load(tmp_path / "cv").predict(new)  # the refit model
     assert predicted["row"].tolist() == [1000, 1001]  # the identifier column, found in training
     assert predicted["y"].iloc[0] - predicted["y"].iloc[1] == pytest.approx(6.0, abs=1.5)  # 3 * (1 - -1)
+
+
+def history(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_a_cv_folder_without_refit_averages_its_fold_models(tmp_path):

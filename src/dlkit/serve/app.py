@@ -86,7 +86,10 @@ class Service:
         sample = self.backend.sample()
         if sample:  # the first request should not pay for lazy imports and the decoders' first use (this blocks
             # start-up only, before any request is accepted)
-            self.batcher.submit(self.pool.submit(self.backend.prepare, *sample).result()).result()
+            try:
+                self.batcher.submit(self.pool.submit(self.backend.prepare, *sample).result()).result()
+            except HttpError:  # a --max-image-pixels below the warm-up image's: the first request warms up
+                pass
 
     def stop(self) -> None:
         if self.batcher:
@@ -190,7 +193,10 @@ def create_app(backend, settings: ServeSettings | None = None):
     """The service for one backend (`load_backend(...)`): POST /predict, GET /health, /info, /docs and the page.
 
     Example: `uvicorn.run(create_app(load_backend("runs/x")), host="127.0.0.1")`."""
+    from ..data.images import set_max_image_pixels
+
     settings = settings or ServeSettings()
+    set_max_image_pixels(settings.max_image_pixels)  # process-wide, as Pillow's limit is: from Python as from the CLI
     service = Service(backend, settings)
 
     @asynccontextmanager
