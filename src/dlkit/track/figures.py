@@ -101,17 +101,30 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     k = len(class_names)
     size = min(14, 3 + 0.45 * k)
     fig, ax = subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
+    peak = max(max(r) for r in matrix) or 1
+    shades = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=peak)  # from 0: with no empty cell, counts still differ
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
     ax.set_xticklabels(_names(class_names), rotation=45, ha="right")
     ax.set_yticklabels(_names(class_names))
-    peak = max(max(r) for r in matrix) or 1
     if k <= 30:
         for i, row in enumerate(matrix):
             for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > peak / 2 else "black")
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                        color=text_color_on(shades.cmap(shades.norm(v))))
     fig.tight_layout()
     return fig
+
+
+def luminance(rgba) -> float:
+    """WCAG relative luminance of an sRGB colour (0 black .. 1 white)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def text_color_on(rgba) -> str:
+    """Black or white, whichever contrasts more with the cell's own colour (WCAG contrast ratio)."""
+    shade = luminance(rgba)
+    return "black" if (shade + 0.05) / 0.05 >= 1.05 / (shade + 0.05) else "white"
 
 
 CURVE_METRICS = {"acc": "accuracy", "rmse": "RMSE (target units)"}
