@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=3)
     add_device_flag(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image (a JSON array of rows for a table)")
-    p.add_argument("--out", help="table models: write the predictions CSV here (id column + prediction)")
+    p.add_argument("--out", metavar="FILE", help="write the predictions CSV here: for images path, class, "
+                   "probability and the next --topk classes; for tables the id column and the prediction")
     p.add_argument("--id-column", help="table models: the column written beside each prediction (default: the "
                    "identifier column found in training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -31,6 +32,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.images import ImageError, set_max_image_pixels
     from ..infer import load
     from ..infer.predictor import expand_inputs
+    from ..infer.tabular import refuse_existing, write_predictions
 
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1 (got {args.topk})")
@@ -38,7 +40,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = load(args.run, device=args.device, model_code=args.model_code)
     if predictor.modality == "table":
         return _predict_table(predictor, args)
-    failed = 0
+    failed, rows = 0, []
+    if args.out:
+        refuse_existing(Path(args.out), args.overwrite)  # before the work, not after it
     for path in expand_inputs(args.inputs):
         try:
             top = predictor.predict(path, topk=args.topk)
@@ -46,11 +50,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
             continue
+        if args.out:
+            rows.append(image_row(path, top))
         if args.json:
             print(json.dumps({"file": str(path), "predictions": [{"class": c, "probability": p} for c, p in top]}))
-        else:
+        elif not args.out:
             print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+    if args.out and rows:
+        import pandas as pd
+
+        written = write_predictions(pd.DataFrame(rows), Path(args.out), args.overwrite)
+        print(f"wrote {len(rows)} prediction(s) to {written}", file=sys.stderr if args.json else sys.stdout)
     return 2 if failed else 0
+
+
+def image_row(path: Path, top: list[tuple[str, float]]) -> dict:
+    """One CSV row: the file, its class and probability, then the runners-up as class_2, probability_2, ..."""
+    row = {"path": str(path), "class": top[0][0], "probability": top[0][1]}
+    for rank, (name, probability) in enumerate(top[1:], 2):
+        row[f"class_{rank}"], row[f"probability_{rank}"] = name, probability
+    return row
 
 
 def _predict_table(predictor, args: argparse.Namespace) -> int:

@@ -166,7 +166,11 @@ def write_predictions(frame, out: Path, overwrite: bool = False) -> Path:
     from ..storage import atomic_write_text
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    refuse_existing(out, overwrite)
     atomic_write_text(out, frame.to_csv(index=False))
     return out
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")

@@ -1,0 +1,38 @@
+"""`dlkit predict` on an image model: --out writes the predictions CSV (as for tables), and a reader that stops early
+(`| head -1`) ends the command quietly."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import dlkit
+from dlkit.cli.main import main
+from fakedata import make_class_folders
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    data = make_class_folders(root / "pets", classes=("cat", "dog"), per_class=6, size=12)
+    run = dlkit.train(data=str(data), model="softmax", epochs=1, batch_size=8, out=str(root / "run"), quiet=True,
+                      tensorboard=False, report=False)
+    return run, data
+
+
+def test_out_writes_the_image_predictions_csv_with_the_top_k(image_run, tmp_path, capsys):
+    run, data = image_run
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(run.dir), str(data), "--out", str(out), "--topk", "2"]) == 0
+    assert "wrote 12 prediction(s)" in capsys.readouterr().out
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["path", "class", "probability", "class_2", "probability_2"]
+    model = dlkit.load(run.dir)
+    first = model.predict(table["path"][0], topk=2)
+    assert (table["class"][0], table["class_2"][0]) == (first[0][0], first[1][0])
+    assert table["probability"][0] == pytest.approx(first[0][1])
+    assert ((table["probability"] + table["probability_2"]).round(5) == 1).all()  # two classes: all of it
+
+    assert main(["predict", str(run.dir), str(data), "--out", str(out)]) == 2  # an existing file is kept
+    assert "already exists" in capsys.readouterr().err and len(pd.read_csv(out)) == 12
