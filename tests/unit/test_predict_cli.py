@@ -36,3 +36,16 @@ def test_out_writes_the_image_predictions_csv_with_the_top_k(image_run, tmp_path
 
     assert main(["predict", str(run.dir), str(data), "--out", str(out)]) == 2  # an existing file is kept
     assert "already exists" in capsys.readouterr().err and len(pd.read_csv(out)) == 12
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(image_run):
+    run, data = image_run
+    # ~150 bytes a line, 800 lines: more than the pipe and stdout's buffer hold, so predict writes after the close
+    many = [str(next((data / "cat").iterdir()))] * 800
+    proc = subprocess.Popen([sys.executable, "-m", "dlkit.cli.main", "predict", str(run.dir), *many, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": ""})
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 141, err  # 128 + SIGPIPE, as a shell reports for Unix tools
+    assert b'"predictions"' in first and err == ""

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (`dlkit predict ... | head -1`): end quietly, as Unix tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, the status a shell shows for `yes | head -1`'s yes
     except Exception as e:
         from ..training.trainer import TrainingInterrupted
 
@@ -38,6 +41,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"interrupted: {e}\nresume with: dlkit train --resume {e.run_dir}", file=sys.stderr)
         return e.exit_code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit does not meet the closed pipe again (Python's docs on
+    SIGPIPE: a note in the signal module)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is no file here (a test capturing it): nothing to flush
+        pass
 
 
 def run() -> None:
