@@ -136,7 +136,7 @@ def test_a_learners_own_network_exports(image_data, tmp_path):
         sys.path.remove(str(tmp_path))
     run = dlkit.train(model=mynet.MyNet(num_classes=2), data=str(image_data), image_size=12,
                       out=str(tmp_path / "run"), **FAST)
-    result = dlkit.load(run.dir, device="cpu").export_onnx(tmp_path / "mine.onnx")
+    result = dlkit.load(run.dir, device="cpu", trust_code=True).export_onnx(tmp_path / "mine.onnx")
     assert result.max_abs_diff <= 1e-4 and result.top1_agreement == 1.0
     model = OnnxModel(tmp_path / "mine.onnx")
     assert model.meta["model_source"]["name"] == "MyNet" and model.probabilities(images(3, model.spec)).shape == (3, 2)

@@ -141,12 +141,15 @@ def test_own_network_trains_resumes_summarises_and_predicts_in_a_fresh_process(s
     out_dir = tmp / f"run-{name}"
     code, out, err = run("train", "--data", data, "--model", f"{net}:{name}", "--out", out_dir, *FAST, capsys=capsys)
     assert code == 0, err
-    assert dlkit.load(out_dir).meta["model_source"]["sha256"]
+    assert dlkit.load(out_dir, trust_code=True).meta["model_source"]["sha256"]
     code, out, err = run("train", "--resume", out_dir, "--epochs", 2, "--no-report", capsys=capsys)
+    assert code == 2 and f"wants to run the file {net}" in err and "--trust-code" in err  # a run folder is data
+    code, out, err = run("train", "--resume", out_dir, "--epochs", 2, "--no-report", "--trust-code", capsys=capsys)
     assert code == 0 and "resuming" in out and "epoch 2/2" in out and "epoch 1/2" not in out
-    code, out, err = run("summary", out_dir, capsys=capsys)
+    code, out, err = run("summary", out_dir, "--trust-code", capsys=capsys)
     assert code == 0 and "parameters" in out
-    fresh = subprocess.run([sys.executable, "-m", "dlkit.cli.main", "predict", str(out_dir), str(data / "bees")],
+    fresh = subprocess.run([sys.executable, "-m", "dlkit.cli.main", "predict", str(out_dir), str(data / "bees"),
+                            "--trust-code"],
                            capture_output=True, text=True, timeout=120)
     assert fresh.returncode == 0, fresh.stderr
     assert len(fresh.stdout.splitlines()) == 6 and all("bees" in line for line in fresh.stdout.splitlines())
@@ -168,8 +171,10 @@ def test_an_instance_from_python_and_a_registered_name(setup, tmp_path, capsys):
     code, out, err = run("train", "--data", data, "--models-from", net, "--model", "tudui-registered",
                          "--out", tmp / "reg", *FAST, capsys=capsys)
     assert code == 0, err
-    fresh = subprocess.run([sys.executable, "-m", "dlkit.cli.main", "predict", str(tmp / "reg"), str(data / "bees")],
-                           capture_output=True, text=True, timeout=120)
+    code, out, err = run("predict", tmp / "reg", data / "bees", capsys=capsys)
+    assert code == 2 and "(models_from)" in err and "--model-code" not in err  # only --trust-code runs that file
+    fresh = subprocess.run([sys.executable, "-m", "dlkit.cli.main", "predict", str(tmp / "reg"), str(data / "bees"),
+                            "--trust-code"], capture_output=True, text=True, timeout=120)
     assert fresh.returncode == 0, fresh.stderr
 
 
@@ -207,7 +212,7 @@ def test_predict_says_which_when_the_code_is_gone_or_changed(setup, capsys):
     assert run("train", "--data", data, "--model", f"{net}:Tudui", "--out", out_dir, *FAST, capsys=capsys)[0] == 0
     moved = tmp / "moved.py"
     net.rename(moved)
-    code, out, err = run("predict", out_dir, data / "bees", capsys=capsys)
+    code, out, err = run("predict", out_dir, data / "bees", "--trust-code", capsys=capsys)
     assert code == 2 and "is gone; pass where it is now with --model-code FILE" in err
     code, out, err = run("predict", out_dir, data / "bees", "--model-code", moved, capsys=capsys)
     assert code == 0 and len(out.splitlines()) == 6

@@ -6,7 +6,7 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .main import add_device_flag, add_max_image_pixels_flag  # shared with the other commands
+    from .main import add_device_flag, add_max_image_pixels_flag, add_trust_flags  # shared with the other commands
 
     p = sub.add_parser("eval", help="evaluate a run or checkpoint on a data split")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_flag(p)
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     add_max_image_pixels_flag(p)
+    add_trust_flags(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -26,7 +27,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     set_max_image_pixels(args.max_image_pixels)
     result = evaluate_checkpoint(args.run, data=args.data, split=args.split, data_dir=args.data_dir,
-                                 batch_size=args.batch_size, device=args.device)
+                                 batch_size=args.batch_size, device=args.device,
+                                 trust_code=args.trust_code, model_code=args.model_code)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -7,6 +7,8 @@ FORMATS = ("onnx",)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .main import add_trust_flags
+
     p = sub.add_parser("export", help="export a run or checkpoint to ONNX, checked against PyTorch on validation data")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="file format (default: onnx)")
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "accuracy and size change")
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's; at least 18)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--model-code", metavar="FILE", help="your own network's .py file, when it moved since training")
+    add_trust_flags(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_export)
 
@@ -27,7 +29,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..infer import load
 
     require_extras()  # a missing extra is named before the model loads
-    predictor = load(args.run, device="cpu", model_code=args.model_code)
+    predictor = load(args.run, device="cpu", model_code=args.model_code, trust_code=args.trust_code)
     result = export_onnx(predictor, args.out, quantize=args.quantize, opset=args.opset, overwrite=args.overwrite)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0

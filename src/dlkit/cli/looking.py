@@ -11,7 +11,7 @@ from ..errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .main import KeyValue  # the KEY=VALUE action --data-arg shares with the training flags
+    from .main import KeyValue, add_trust_flags  # shared with the training flags and the other commands
 
     p = sub.add_parser("models", help="list the registered models")
     p.add_argument("--torchvision", action="store_true", help="list torchvision's classification models")
@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "adagrad, rmsprop, adam, adamw (default adamw, or the checkpoint's own)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--models-from", action="append", metavar="FILE", help="a .py file registering models")
+    add_trust_flags(p)
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("tensorboard", help="start TensorBoard on a runs folder (loopback only by default)")
@@ -109,7 +110,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     target = Path(args.model)
     if target.exists():
-        result = summarize_checkpoint(target, batch_size=args.batch_size, optimizer=args.optimizer)
+        result = summarize_checkpoint(target, batch_size=args.batch_size, optimizer=args.optimizer,
+                                      trust_code=args.trust_code, model_code=args.model_code)
     elif args.input.isdigit():  # a table model: the number of input features
         from ..models import create_model
 

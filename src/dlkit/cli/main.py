@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return distributed.launch(processes, args.argv)
     log = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the JSON summary
     try:
-        run = train(args.config, resume=args.resume, quiet=args.quiet, log=log, **overrides)
+        run = train(args.config, resume=args.resume, quiet=args.quiet, log=log, trust_code=args.trust_code, **overrides)
     except Exception as e:
         return distributed.exit_code(e)  # under DDP one rank explains, once; alone, the CLI below does
     if not distributed.is_main_process():
@@ -221,6 +221,18 @@ def add_max_image_pixels_flag(p: argparse.ArgumentParser) -> None:
                    help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
 
 
+def add_trust_flags(p: argparse.ArgumentParser, resume: bool = False) -> None:
+    """A checkpoint or run folder is data: the code it names (your own network, models_from files) runs only when
+    you say you trust it."""
+    what = "the resumed run folder" if resume else "the checkpoint"
+    p.add_argument("--trust-code", action="store_true",
+                   help=f"import the code {what} names (your own network's file or module, models_from files); "
+                        "only for files you trust")
+    if not resume:
+        p.add_argument("--model-code", metavar="FILE", help="your own network's .py file, which you trust (where it "
+                       "is now, if it moved since training)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -233,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object on stdout")
+    add_trust_flags(p, resume=True)
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 

@@ -10,7 +10,7 @@ from ..errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .main import add_device_flag, add_max_image_pixels_flag  # shared with the other commands
+    from .main import add_device_flag, add_max_image_pixels_flag, add_trust_flags  # shared with the other commands
 
     p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-column", help="table models: the column written beside each prediction (default: the "
                    "identifier column found in training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--model-code", metavar="FILE", help="your own network's .py file, when it moved since training")
+    add_trust_flags(p)
     add_max_image_pixels_flag(p)
     p.set_defaults(func=cmd_predict)
 
@@ -37,7 +37,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1 (got {args.topk})")
     set_max_image_pixels(args.max_image_pixels)
-    predictor = load(args.run, device=args.device, model_code=args.model_code)
+    predictor = load(args.run, device=args.device, model_code=args.model_code, trust_code=args.trust_code)
     if predictor.modality == "table":
         return _predict_table(predictor, args)
     failed, rows = 0, []

@@ -8,7 +8,7 @@ from dataclasses import fields
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..serve.settings import ServeSettings  # dataclasses and dlkit.errors only: `dlkit --help` stays fast
-    from .main import add_device_flag
+    from .main import add_device_flag, add_trust_flags
 
     p = sub.add_parser("serve", help="serve a model over HTTP: POST /predict, a page at /, API docs at /docs")
     p.add_argument("source", metavar="RUN|CHECKPOINT|MODEL.onnx")
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="torch eager, or onnxruntime (a run folder is exported first, checked against PyTorch)")
     add_device_flag(p, "the torch backend's device")
+    add_trust_flags(p)
     hints = typing.get_type_hints(ServeSettings)
     for f in fields(ServeSettings):
         kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
@@ -32,8 +33,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     require_extras()  # before the model loads: one line naming the pip command
     from ..serve.server import serve
+    from ..trust import CodeTrust
     from ..serve.settings import ServeSettings
 
     settings = ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings)})
-    serve(args.source, args.backend, args.host, args.port, settings, args.device)
+    serve(args.source, args.backend, args.host, args.port, settings, args.device,
+          CodeTrust.of(args.trust_code, args.model_code))
     return 0

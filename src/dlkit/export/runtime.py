@@ -59,6 +59,42 @@ def read_metadata(props: dict[str, str], where: str) -> dict[str, Any]:
     return meta
 
 
+def self_contained_bytes(path: Path) -> bytes:
+    """The file's bytes, refused when any tensor in it points to external data: `dlkit export` never writes such
+    files, and an external-data location names a file on this machine for onnxruntime to read (any path, `..`
+    included). Checked with onnx's own parser before onnxruntime opens anything."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    data = path.read_bytes()
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # protobuf's DecodeError and friends: not an ONNX model
+        raise UserError(f"{path} is not a readable ONNX model ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
+                        "export it again with `dlkit export`") from None
+    graphs = [model.graph, *model.functions]
+    external = [t.name or "(unnamed)" for g in graphs for t in _tensors_of(g) if uses_external_data(t) or len(t.external_data)]
+    if external:
+        raise UserError(f"{path} keeps tensor {external[0]!r}{f' and {len(external) - 1} more' if len(external) > 1 else ''} "
+                        "in external data files, which dlkit never writes and will not read; export the run again "
+                        "with `dlkit export` (one self-contained file)")
+    return data
+
+
+def _tensors_of(graph):
+    """Every tensor a graph (or function) holds: initializers, sparse ones, node attributes, nested subgraphs."""
+    yield from getattr(graph, "initializer", ())
+    for sparse in getattr(graph, "sparse_initializer", ()):
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors_of(sub)
+
+
 def session_options(threads: int | None):
     """One inference at a time on a fixed number of intra-op threads: callers (a server's worker) own the
     parallelism, and a thread pool per call would oversubscribe the cores."""
@@ -91,10 +127,11 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{self.path} does not exist; pass a .onnx file written by `dlkit export`")
+        model_bytes = self_contained_bytes(self.path)
         options = session_options(threads)
         self.threads: int = options.intra_op_num_threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:  # the bytes just checked, not the path again: what runs is what was read
+            self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own pybind exception types for damaged files
             raise UserError(f"{self.path} is not a readable ONNX model ({str(e).splitlines()[0][:120]}); "
                             "export it again with `dlkit export`") from None

@@ -5,15 +5,17 @@ import torch
 
 from ..errors import UserError
 from . import curriculum  # noqa: F401  (registers the curriculum's networks)
+from .arguments import check_arguments, declared_arguments
 from .base import Classifier
 from .registry import MODELS
 from .tabular import TABLE_MODELS
 from .user import is_user_spec
-from .zoo import TV_PREFIX, create_torchvision, load_backbone_weights
+from .zoo import TV_PREFIX, create_torchvision, load_backbone_weights, torchvision_builder
 
 __all__ = ["Classifier", "MODELS", "TABLE_MODELS", "create_model", "default_size", "is_user_spec", "list_models",
            "load_backbone_weights"]
 
+TV_FIXED = ("weights", "progress")  # dlkit's to set: weights come from --weights, never a download
 TABLE_ARGS = ("in_features", "continuous", "cardinalities", "num_outputs")
 
 
@@ -37,6 +39,10 @@ def create_model(name: str, in_channels: int = 3, num_classes: int = 10, image_s
     """
     if "in_features" in options:
         return _create_table_model(name, **options)
+    declared = _declared(name)
+    if declared is not None:
+        check_arguments(name, {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size,
+                               **options}, declared)
     try:
         if name.startswith(TV_PREFIX):
             model = create_torchvision(name[len(TV_PREFIX):], in_channels, num_classes, image_size, **options)
@@ -49,6 +55,17 @@ def create_model(name: str, in_channels: int = 3, num_classes: int = 10, image_s
         raise _size_error(name, in_channels, image_size, e) from None
     _check_input(model, name, in_channels, num_classes, image_size)
     return model
+
+
+def _declared(name: str) -> dict | None:
+    """What a model name's builder takes. None for a name the learner's code registered: their class declares
+    it, and user.build checks the names against it."""
+    if name.startswith(TV_PREFIX):
+        builder, model_class = torchvision_builder(name[len(TV_PREFIX):])
+        own = {k: v for k, v in declared_arguments(builder, model_class).items() if k not in TV_FIXED}
+        return {**{k: v for k, v in declared_arguments(create_torchvision).items() if k != "name"}, **own}
+    entry = MODELS.entry(name)
+    return None if entry.info.get("user") else declared_arguments(entry.obj)
 
 
 def _check_input(model: Classifier, name: str, in_channels: int, num_classes: int, image_size: int) -> None:
@@ -76,6 +93,8 @@ def _create_table_model(name: str, in_features: int, continuous: int = 0, cardin
     if name not in TABLE_MODELS:
         hint = "; it takes images" if name in MODELS or name.startswith(TV_PREFIX) else ""
         raise UserError(f"{TABLE_MODELS.unknown_message(name)}{hint}; table models: {', '.join(TABLE_MODELS.names())}")
+    check_arguments(name, {"in_features": in_features, "continuous": continuous, "num_outputs": num_outputs,
+                           "cardinalities": cardinalities or [], **options}, declared_arguments(TABLE_MODELS.get(name)))
     cardinalities = list(cardinalities or [])
     try:
         model = TABLE_MODELS.get(name)(in_features, continuous, cardinalities, num_outputs, **options)

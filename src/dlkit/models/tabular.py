@@ -139,5 +139,8 @@ class TabularNet(nn.Module):
 
 @TABLE_MODELS.register("tabular", help="default for tables: periodic number embeddings, a linear path and a "
                                        "4-member weight-shared MLP ensemble (hidden=256,256 dropout=0.1 members=4)")
-def tabular(in_features: int, continuous: int, cardinalities: list[int], num_outputs: int, **options) -> Classifier:
-    return Classifier(TabularNet(in_features, continuous, cardinalities, num_outputs, **options), "linear")
+def tabular(in_features: int, continuous: int, cardinalities: list[int], num_outputs: int, hidden: tuple = (256, 256),
+            dropout: float = 0.1, members: int = 4, frequencies: int = 8, embedding_dim: int = 4) -> Classifier:
+    net = TabularNet(in_features, continuous, cardinalities, num_outputs, hidden, dropout, members, frequencies,
+                     embedding_dim)
+    return Classifier(net, "linear")

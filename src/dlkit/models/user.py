@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..trust import is_user_spec, network_source  # noqa: F401  (is_user_spec: models' public name for it)
 from .base import Classifier, find_last_layer
 
 DATA_ARGS = ("in_channels", "num_classes", "image_size")
@@ -36,11 +37,6 @@ class UserCodeError(UserError):
         super().__init__(message)
 
 
-def is_user_spec(name: str) -> bool:
-    """`file.py:Name` or `package.module:name` (tv:<name> is torchvision's)."""
-    return isinstance(name, str) and ":" in name and not name.startswith("tv:")
-
-
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -50,7 +46,7 @@ def load_module_file(path: str | Path):
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise UserError(f"{path} does not exist; pass --model path/to/net.py:ClassName")
-    name = f"dlkit_user_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}_{file_sha256(path)[:12]}"
+    name = module_name_of_file(path)
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -65,6 +61,11 @@ def load_module_file(path: str | Path):
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+def module_name_of_file(path: Path) -> str:
+    """The module name a .py file runs as: one per path and content, so an edited file is imported anew."""
+    return f"dlkit_user_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}_{file_sha256(path)[:12]}"
 
 
 def resolve(spec: str, code: str | None = None) -> tuple[Any, dict[str, Any]]:
@@ -194,6 +195,38 @@ def check(model: UserNet, name: str, input_shape: tuple[int, ...], num_classes: 
     return notes
 
 
+def _recorded_network(source: dict[str, Any], code: str | None) -> tuple[Any, dict[str, Any], list[str]]:
+    """The network a checkpoint records, imported from its file or module (or `code`, the file it moved to): only a
+    record of the shape training writes, and only an nn.Module class or a function defined there. The caller has
+    made sure the user trusts it (dlkit/trust.py)."""
+    ref = network_source(source, code)
+    if not code and ref.where.endswith(".py") and not Path(ref.where).is_file():
+        raise UserError(f"the model's code {ref.where} is gone; pass where it is now with --model-code FILE")
+    obj, found = resolve(f"{code or ref.where}:{ref.name}", code)
+    check_network_object(obj, _module_of(found), f"{found.get('file') or ref.where}:{ref.name}")
+    notes = []
+    if source.get("sha256") and found.get("sha256") != source["sha256"]:
+        notes.append(f"{found.get('file')} changed since training (SHA-256 differs); its weights still have to "
+                     "load strictly")
+    return obj, found, notes
+
+
+def check_network_object(obj: Any, module_name: str, label: str) -> None:
+    """Even trusted, only what training records is accepted: an nn.Module class, or a Python function defined in
+    the module or file named (a builtin such as os.system, or a function imported from elsewhere, is not)."""
+    if inspect.isclass(obj) and issubclass(obj, nn.Module):
+        return
+    if inspect.isfunction(obj) and obj.__module__ == module_name:
+        return
+    raise UserError(f"{label} is not an nn.Module class or a function defined there; a checkpoint's network must be "
+                    "one of those")
+
+
+def _module_of(found: dict[str, Any]) -> str:
+    """The module name a resolved network lives in: the one load_module_file gave its file, or the import's."""
+    return found["module"] if "module" in found else module_name_of_file(Path(found["file"]))
+
+
 # ---- @dlkit.register_model -------------------------------------------------------------------------------------------
 
 def register_model(name: str, help: str = "", default_size: int = 32) -> Callable:
@@ -267,17 +300,13 @@ def create_user_model(obj_or_spec: Any, in_channels: int, num_classes: int, imag
     is noted: the caller then loads the weights strictly, which tells whether the change still fits them.
     """
     notes: list[str] = []
-    if isinstance(obj_or_spec, str):
-        if obj_or_spec.startswith("<") and not code:
+    if source is not None:
+        obj, found, notes = _recorded_network(source, code)
+    elif isinstance(obj_or_spec, str):
+        if obj_or_spec.startswith("<"):
             raise UserError(f"the model {obj_or_spec} was defined in no file (a notebook or the Python prompt), so it "
                             "cannot be imported again; pass the file that defines it with --model-code FILE")
-        spec = obj_or_spec if not obj_or_spec.startswith("<") else f"{code}:{source['name']}"
-        if source and source.get("file") and not code and not Path(source["file"]).is_file():
-            raise UserError(f"the model's code {source['file']} is gone; pass where it is now with --model-code FILE")
-        obj, found = resolve(spec, code)
-        if source and source.get("sha256") and found.get("sha256") != source["sha256"]:
-            notes.append(f"{found.get('file')} changed since training (SHA-256 differs); its weights still have to "
-                         "load strictly")
+        obj, found = resolve(obj_or_spec, code)
     else:
         obj, found = obj_or_spec, source_of(obj_or_spec)
     name = found["name"]

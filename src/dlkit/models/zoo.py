@@ -18,16 +18,28 @@ def torchvision_names() -> list[str]:
     return sorted(models.list_models(module=models))
 
 
-def create_torchvision(name: str, in_channels: int, num_classes: int, image_size: int, **options) -> Classifier:
+def torchvision_builder(name: str) -> tuple:
+    """(torchvision's builder function, the model class it returns) for a classification model's name."""
+    import inspect
+
     from torchvision import models
 
     names = torchvision_names()
     if name not in names:
         import difflib
 
-        close = difflib.get_close_matches(name, names, n=3)
+        close = difflib.get_close_matches(name, names, n=3) if isinstance(name, str) else []
         hint = f"did you mean {', '.join(TV_PREFIX + c for c in close)}?" if close else "see `dlkit models --torchvision`"
         raise UserError(f"unknown torchvision model {name!r}; {hint}")
+    builder = models.get_model_builder(name)
+    returns = inspect.signature(builder).return_annotation
+    return builder, returns if inspect.isclass(returns) else None
+
+
+def create_torchvision(name: str, in_channels: int, num_classes: int, image_size: int, **options) -> Classifier:
+    from torchvision import models
+
+    torchvision_builder(name)  # an unknown name is refused before torchvision looks it up
     if name in ("googlenet", "inception_v3"):
         options.setdefault("aux_logits", False)
         options.setdefault("init_weights", True)

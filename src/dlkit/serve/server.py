@@ -50,8 +50,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(source: str | Path, backend: str = "torch", host: str = "127.0.0.1", port: int = 8000,
-          settings: ServeSettings | None = None, device: str = "cpu", log=sys.stdout) -> None:
-    """Serve a run folder, checkpoint or .onnx file until SIGTERM/Ctrl-C. Blocks."""
+          settings: ServeSettings | None = None, device: str = "cpu", trust=None, log=sys.stdout) -> None:
+    """Serve a run folder, checkpoint or .onnx file until SIGTERM/Ctrl-C. Blocks. `trust` (a CodeTrust): the code
+    a checkpoint names may be imported."""
     require_extras()
     import uvicorn
 
@@ -61,7 +62,7 @@ def serve(source: str | Path, backend: str = "torch", host: str = "127.0.0.1", p
 
     settings = settings or ServeSettings()
     set_max_image_pixels(settings.max_image_pixels)
-    app = create_app(load_backend(source, backend, settings.threads, device), settings)
+    app = create_app(load_backend(source, backend, settings.threads, device, trust), settings)
     sock = bind(host, port)
     warning = exposure_warning(host)
     if warning:
