@@ -37,13 +37,13 @@ def api_args(folder: Path, out: Path, batch_size: int) -> dict:
                 seed=5, tensorboard=False, report=False, out=str(out), batch_size=batch_size, quiet=True)
 
 
-def start(cmd: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def run(cmd: list[str], timeout: float = WAIT_S) -> subprocess.CompletedProcess:
-    proc = start(cmd)
+def run(cmd: list[str], timeout: float = WAIT_S, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = start(cmd, env)
     stdout, stderr = finish(proc, timeout)
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
@@ -178,26 +178,85 @@ def wait_for(path: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
+RANK_HOOK = """
+# sitecustomize for the ranks `dlkit train --nproc-per-node 2` starts: pause rank 0 at a step for the test's SIGTERM,
+# and record what each rank trained and validated on (the sample indices of each of its batches, and their sizes)
+import atexit, json, os, sys, time
+
+if os.environ.get("DLKIT_TEST_RECORD") and "RANK" in os.environ:
+    import dlkit.api as api
+    from dlkit.data import loaders
+
+    record, pause_at = os.environ["DLKIT_TEST_RECORD"], int(os.environ.get("DLKIT_TEST_PAUSE_AT", "0"))
+    seen = {"train": [], "val": [], "batch_sizes": []}
+    real_pieces = loaders.Shard.pieces
+
+    def pieces(self, order, batch, first_step=0):
+        for idx, weight in real_pieces(self, order, batch, first_step):
+            seen["val" if self.evaluation else "train"].append([idx.tolist(), weight])
+            yield idx, weight
+
+    class Event:
+        def on_batch_end(self, trainer, batch_size, loss):
+            seen["batch_sizes"].append(batch_size)
+            if trainer.step == pause_at and trainer.dist.is_main:  # wait here for the test's SIGTERM
+                open(record + ".paused", "w").close()
+                deadline = time.time() + 120
+                while trainer._signal is None and time.time() < deadline:
+                    time.sleep(0.05)
+
+    loaders.Shard.pieces = pieces
+    real = api.train
+    api.train = lambda *a, **k: real(*a, callbacks=[Event()], **k)
+    atexit.register(lambda: open(f"{record}.rank{os.environ['RANK']}.json", "w").write(json.dumps(seen)))
+"""
+
+
+def hooked(tmp_path: Path, record: Path, pause_at: int = 0) -> dict:
+    (tmp_path / "hook").mkdir(exist_ok=True)
+    (tmp_path / "hook" / "sitecustomize.py").write_text(textwrap.dedent(RANK_HOOK))
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
+            "DLKIT_TEST_RECORD": str(record), "DLKIT_TEST_PAUSE_AT": str(pause_at)}
+
+
 def test_sigterm_saves_once_and_the_resumed_run_matches_the_uninterrupted_one(two_processes, folder, tmp_path):
-    out = tmp_path / "run"
-    args = train_args(folder, out, "--batch-size", 4)  # started with torchrun itself this time
-    proc, mark = start_with_event(tmp_path, 3, "pause", args)  # step 3 of the first epoch's 6
-    wait_for(mark, proc)
-    proc.send_signal(signal.SIGTERM)  # torchrun passes it to every rank
+    out, dlkit_train = tmp_path / "run", [sys.executable, "-m", "dlkit"]
+    first = tmp_path / "first"
+    proc = start(dlkit_train + train_args(folder, out, "--batch-size", 4, "--nproc-per-node", 2),
+                 hooked(tmp_path, first, pause_at=3))  # step 3 of the first epoch's 6
+    wait_for(Path(f"{first}.paused"), proc)
+    proc.send_signal(signal.SIGTERM)  # dlkit passes it to torchrun, which passes it to every rank
     _, stderr = finish(proc)
-    assert proc.returncode != 0
+    assert proc.returncode == 143, stderr[-3000:]  # 128 + SIGTERM, as one process exits
     assert stderr.count("interrupted: SIGTERM at step 3") == 1, stderr[-3000:]  # rank 0 speaks, once
     assert load_tensors(out / "checkpoints" / "last.state.safetensors")[1]["step"] == 3
     # a different number of processes cannot continue it exactly: a clear refusal
     with pytest.raises(UserError, match="trained by 2 process"):
-        dlkit.train(resume=out, quiet=True)
-    done = run(torchrun("-m", "dlkit", "train", "--resume", out, "-q"))
+        dlkit.train(resume=out, nproc_per_node=1, quiet=True)
+    resumed = tmp_path / "resumed"
+    done = run(dlkit_train + ["train", "--resume", out, "--nproc-per-node", 2, "-q"], env=hooked(tmp_path, resumed))
     assert done.returncode == 0, done.stderr[-3000:]
     uninterrupted, _ = two_processes
     assert largest_difference(weights(out), weights(uninterrupted)) < 1e-6
-    for resumed, straight in zip(metrics(out), metrics(uninterrupted), strict=True):  # the cut epoch's totals too
-        assert resumed["train_loss"] == pytest.approx(straight["train_loss"], abs=1e-6)
-        assert resumed["val_loss"] == pytest.approx(straight["val_loss"], abs=1e-6)
+    for resumed_epoch, straight in zip(metrics(out), metrics(uninterrupted), strict=True):  # the cut epoch's totals too
+        assert resumed_epoch["train_loss"] == pytest.approx(straight["train_loss"], abs=1e-6)
+        assert resumed_epoch["val_loss"] == pytest.approx(straight["val_loss"], abs=1e-6)
+    check_each_rank_took_its_own_part(resumed)
+
+
+def check_each_rank_took_its_own_part(record: Path) -> None:
+    """What the ranks of the resumed run fed their models: epoch 1 from step 4 on (steps 4-6), then all of epoch 2."""
+    ranks = [json.loads(Path(f"{record}.rank{r}.json").read_text()) for r in (0, 1)]
+    for rank in ranks:
+        assert len(rank["train"]) == 3 + 6 and rank["batch_sizes"] == [len(idx) if w else 0 for idx, w in rank["train"]]
+    epoch_2 = [[idx for idx, weight in rank["train"][3:] if weight] for rank in ranks]  # weight 0: a stand-in
+    assert [len(batch) for batch in epoch_2[0]] == [4] * 5 + [1] and [len(b) for b in epoch_2[1]] == [4] * 5
+    mine = [sorted(i for batch in batches for i in batch) for batches in epoch_2]
+    assert not set(mine[0]) & set(mine[1]) and sorted(mine[0] + mine[1]) == list(range(41))  # disjoint, every one
+    assert ranks[1]["train"][-1][1] == 0.0  # the last global batch of 1: rank 1 stepped on a stand-in, adding nothing
+    validated = [sorted({i for idx, _ in rank["val"] for i in idx}) for rank in ranks]
+    assert validated == [list(range(6)), list(range(6, 11))]  # contiguous chunks of the 11, without padding
+    assert [sum(len(idx) for idx, _ in rank["val"]) for rank in ranks] == [2 * 6, 2 * 5]  # each of the 2 epochs
 
 
 def test_two_nodes_streaming_files_train_and_save_as_one_process_would(folder, tmp_path):
