@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,6 +25,7 @@ def cross_validate(config: str | Path | None = None, *, folds: int = 5, refit: b
     Example: dlkit.cross_validate(data="houses.csv", target="price", folds=5, refit=True)
     """
     from .api import train
+    from .device import process_seconds
     from .track.console import Console
     from .track.rundir import new_run_dir
 
@@ -33,7 +33,6 @@ def cross_validate(config: str | Path | None = None, *, folds: int = 5, refit: b
     base = make_config({**overrides, "folds": folds, "fold": 0}, config)  # validates everything before any work
     console = Console(quiet=quiet, stream=log)
     cv_dir = new_run_dir(out, base.runs_dir, base.data, f"cv{folds}-{base.model}")
-    started = time.perf_counter()
     results = []
     for fold in range(folds):
         console.print(f"== fold {fold + 1} of {folds} ==")
@@ -49,7 +48,7 @@ def cross_validate(config: str | Path | None = None, *, folds: int = 5, refit: b
         run = train(config, quiet=quiet, log=log, **{**overrides, "refit": True, "epochs": epochs,
                                                       "out": str(cv_dir / "refit")})
         summary["refit"] = {"run_dir": str(run.dir), "epochs": epochs, "checkpoint": str(run.checkpoint)}
-    summary["wall_s"] = round(time.perf_counter() - started, 2)
+    summary["wall_s"] = round(process_seconds(), 2)  # as a run's: process start to the end (folds, refit, files)
     _write(cv_dir, summary)
     return summary
 

@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("runs", help="a table of past runs")
     p.add_argument("runs_dir", nargs="?", default="runs")
-    p.add_argument("--sort", default="name", help="name, data, model, epochs, best_val_acc, wall_s or images_per_s")
+    p.add_argument("--sort", default="name", help="name, data, model, epochs, best_val_acc, wall_s (process start to "
+                   "the run's end), train_s (training steps) or images_per_s")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
 

@@ -1,0 +1,57 @@
+"""`dlkit runs`: a CV folder is listed (a row for it, its folds beneath), and "wall s" is the run's one wall time,
+the figure its closing line printed (process start to the run's end)."""
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dlkit
+from dlkit.cli.main import main
+
+FAST = {"tensorboard": False, "report": False, "quiet": True}
+
+
+def small_table(path, n=40):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=n), "kind": rng.choice(["a", "b"], n)})
+    frame["y"] = np.where(frame["x"] > 0, "up", "down")
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    data = small_table(root / "t.csv")
+    dlkit.cross_validate(data=str(data), target="y", folds=2, epochs=2, out=str(root / "runs" / "cv-t"), **FAST)
+    return root, data
+
+
+def test_a_cv_folder_is_a_row_with_its_folds_beneath(runs, capsys):
+    root, _ = runs
+    assert main(["runs", str(root / "runs"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["kind"]) for r in rows] == [("cv-t", "cv"), ("cv-t/fold-1", "member"),
+                                                      ("cv-t/fold-2", "member")]
+    cv = json.loads((root / "runs" / "cv-t" / "cv.json").read_text())
+    assert rows[0]["wall_s"] == cv["wall_s"] > 0 and rows[0]["best_val_acc"] == pytest.approx(cv["mean"]["val_acc"])
+    assert "± " in rows[0]["best"] and "mean of 2" in rows[0]["best"]
+    assert rows[1]["wall_s"] is None and rows[1]["train_s"] > 0  # a fold has no process of its own
+    assert main(["runs", str(root / "runs")]) == 0
+    text = capsys.readouterr().out
+    assert "\n  cv-t/fold-1" in text and "wall s: process start" in text
+
+
+def test_wall_s_is_the_time_the_closing_line_printed(runs, capsys):
+    root, data = runs
+    run = root / "runs" / "plain"
+    assert main(["train", "--data", str(data), "--target", "y", "--epochs", "2", "--out", str(run),
+                 "--no-tensorboard", "--no-report"]) == 0
+    printed = float(re.search(r"time:\s+([\d.]+)s from process start", capsys.readouterr().out).group(1))
+    assert main(["runs", str(root / "runs"), "--sort", "wall_s", "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "plain")
+    summary = json.loads((run / "summary.json").read_text())
+    assert row["wall_s"] == summary["timing"]["total_s"] == pytest.approx(printed, abs=0.05)
+    assert row["train_s"] == summary["timing"]["train_s"] < row["wall_s"]
