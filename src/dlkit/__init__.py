@@ -16,6 +16,7 @@ _LAZY = {
     "train": "api", "evaluate": "api", "Run": "api", "load": "infer", "Predictor": "infer",
     "create_model": "models", "list_models": "models", "TrainConfig": "config", "summarize": "evaluation.summary",
     "cross_validate": "cv", "register_model": "models.user", "lr_find": "training.lr_find", "sweep": "training.sweep",
+    "show_data": "track.views",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]

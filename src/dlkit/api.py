@@ -29,6 +29,50 @@ class Run:
     def evaluate(self, **kwargs) -> dict[str, Any]:
         return evaluate(self.dir, **kwargs)
 
+    # ---- seeing it (track/views.py, track/notebook.py: imported on use) ----------------------------------------
+
+    def __repr__(self) -> str:
+        s = self.summary
+        best = f"best {s.get('monitor')} {s['best_value']:.4g} at epoch {s.get('best_epoch')}" \
+            if isinstance(s.get("best_value"), float) else "no validation yet"
+        return f"Run({str(self.dir)!r}: {s.get('model')} on {s.get('data')}, {best} of {s.get('epochs')}, " \
+               f"{s.get('wall_s')}s on {s.get('device')})"
+
+    def _repr_html_(self) -> str:
+        from .track.notebook import run_html
+
+        return run_html(self)
+
+    def plot(self):
+        """The loss and metric curves: shows itself in a notebook, `.save("curves.png")` from a script."""
+        from .track import views
+
+        return views.plot(self)
+
+    def show_batch(self, n: int = 16):
+        """n training samples (classes in turn) at the model's input size."""
+        from .track import views
+
+        return views.show_batch(self, n)
+
+    def confusion(self):
+        """The best checkpoint's confusion matrix on the validation split."""
+        from .track import views
+
+        return views.confusion(self)
+
+    def mistakes(self, k: int = 12):
+        """The k most confident wrong validation predictions, with their images."""
+        from .track import views
+
+        return views.mistakes(self, k)
+
+    def report(self):
+        """The run's report.html, inline."""
+        from .track import views
+
+        return views.report(self)
+
 
 def train(config: str | Path | None = None, *, resume: str | Path | None = None, quiet: bool = False,
           log: TextIO | None = None, callbacks: list | None = None, val_data: Any = None, **overrides: Any) -> Run:
@@ -82,7 +126,9 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
                       data_objects=data_objects, prepared=finder and finder.prepared).setup()
     if finder is not None and trainer.dist.is_main:
         finder.plot(trainer.run_dir / "lr_find.png")
-    summary = trainer.fit(callbacks)
+    from .track.live import with_live
+
+    summary = trainer.fit(with_live(callbacks, quiet))  # in a notebook: the live display (progress, table, curves)
     return Run(trainer.run_dir, summary, trainer.history)
 
 

@@ -50,7 +50,9 @@ def cross_validate(config: str | Path | None = None, *, folds: int = 5, refit: b
         summary["refit"] = {"run_dir": str(run.dir), "epochs": epochs, "checkpoint": str(run.checkpoint)}
     summary["wall_s"] = round(process_seconds(), 2)  # as a run's: process start to the end (folds, refit, files)
     _write(cv_dir, summary)
-    return summary
+    from .track.results import CVResult
+
+    return CVResult(summary)  # a dict that shows itself in a notebook
 
 
 def _summarize(results: list[dict[str, Any]], cfg, folds: int, cv_dir: Path) -> dict[str, Any]:

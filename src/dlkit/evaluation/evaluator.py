@@ -22,9 +22,11 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     """
     if split not in ("train", "val", "test"):
         raise UserError(f"--split must be train, val or test (got {split!r})")
+    from ..track.results import EvalResult
+
     predictor = Predictor.from_checkpoint(path, device)
     if predictor.modality == "table":
-        return evaluate_table(predictor, data, split)
+        return EvalResult(evaluate_table(predictor, data, split))
     cfg = predictor.meta.get("config", {})
     spec = predictor.spec
     data = data or cfg.get("data")
@@ -41,7 +43,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     png = folder / f"confusion_{Path(str(data)).name or 'data'}_{split}.png"
     save_confusion_png(result["confusion_matrix"], spec.class_names, png, f"{data} ({split}) accuracy {result['accuracy']:.4f}")
     result["confusion_png"] = str(png)
-    return result
+    return EvalResult(result)  # a dict that shows itself in a notebook
 
 
 def _relabel(samples: Samples, source_classes: list[str], model_classes, data: str) -> Samples:

@@ -130,15 +130,49 @@ def default_optimizer() -> str:
     return TrainConfig.optimizer
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 32,
-              optimizer: str | None = None, name: str | None = None) -> dict[str, Any]:
+def summarize(model: nn.Module | str, input_shape: tuple[int, ...] | None = None, batch_size: int = 32,
+              optimizer: str | None = None, name: str | None = None, *, classes: int = 10,
+              channels: int | None = None) -> dict[str, Any]:
     """Per-layer table and totals for `model` on CxHxW inputs (or F features for a table); memory at `batch_size`.
 
-    Returns a dict: layers, parameters, FLOPs (forward per image, training per image and per step), activation
-    memory per image, and byte estimates to train (weights + gradients + optimizer state + activations + input)
-    and to predict (optimizer None: training's default). Raises UserError for an unknown optimizer or a batch
-    size below 1.
+    `model` is a network, or a registered model's name: then it is built for `classes` classes at its own input
+    size (lenet at 1x28x28, tv:* at 3x224x224, `dlkit models` lists each; channels 1 for the 28-pixel
+    Fashion-MNIST models, else 3) unless `input_shape` says otherwise. Example: `dlkit.summarize("lenet-modern")`.
+
+    Returns a dict (a ModelSummary: in a notebook, the layer table): layers, parameters, FLOPs (forward per image,
+    training per image and per step), activation memory per image, and byte estimates to train (weights +
+    gradients + optimizer state + activations + input) and to predict (optimizer None: training's default).
+    Raises UserError for an unknown optimizer or a batch size below 1.
     """
+    from ..track.results import ModelSummary
+
+    if isinstance(model, str):
+        name = name or model
+        model, input_shape = _named_model(model, input_shape, classes, channels)
+    elif input_shape is None:
+        raise UserError("summarize(your_network) needs input_shape=(C, H, W) (or (F,) for a table model); "
+                        "a registered name such as summarize('lenet-modern') brings its own")
+    return ModelSummary(_summarize(model, tuple(input_shape), batch_size, optimizer, name))
+
+
+def _named_model(name: str, input_shape, classes: int, channels: int | None) -> tuple[nn.Module, tuple[int, ...]]:
+    """A registered model built at its own input size (or `input_shape`), for summarize(name)."""
+    from ..models import create_model, default_size
+
+    size = default_size(name)
+    if input_shape is None and size == 0:
+        raise UserError(f"{name} is a table model: pass input_shape=(F,), the number of input features")
+    if input_shape is None:
+        input_shape = (channels or (1 if size == 28 else 3), size, size)
+    if len(input_shape) == 1:
+        return create_model(name, in_features=input_shape[0], continuous=input_shape[0], num_outputs=classes), \
+            tuple(input_shape)
+    return create_model(name, in_channels=input_shape[0], num_classes=classes, image_size=input_shape[1]), \
+        tuple(input_shape)
+
+
+def _summarize(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, optimizer: str | None,
+               name: str | None) -> dict[str, Any]:
     optimizer = optimizer or default_optimizer()
     if optimizer not in OPTIMIZER_STATE:
         raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZER_STATE)} (got {optimizer!r})")

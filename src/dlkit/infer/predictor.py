@@ -108,6 +108,17 @@ class Predictor:
     def classes(self) -> tuple[str, ...]:
         return self.spec.class_names
 
+    def __repr__(self) -> str:
+        names = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
+        s = self.spec
+        return (f"Predictor({self.meta.get('model')}, {len(self.classes)} classes ({names}), "
+                f"{s.channels}x{s.image_size}x{s.image_size} images, on {self.device}, from {self.path})")
+
+    def _repr_html_(self) -> str:
+        from ..track.notebook import predictor_html
+
+        return predictor_html(self)
+
     def to_uint8(self, item) -> torch.Tensor:
         """One image (path, PIL image or CxHxW tensor) -> uint8 tensor at the spec's size and channels."""
         if isinstance(item, torch.Tensor):
@@ -124,10 +135,13 @@ class Predictor:
         return self.model(x).float().softmax(1).cpu()
 
     def predict(self, item, topk: int = 5):
-        """Top-k [(class name, probability), ...] for one image, or a list of those for a list of images."""
+        """Top-k [(class name, probability), ...] for one image, or a list of those for a list of images.
+        (In a notebook they show as thumbnails with a bar per class: track/results.py.)"""
+        from ..track.results import predictions, top_k
+
         if isinstance(item, (list, tuple)):
-            return [self._topk(p, topk) for p in self.predict_proba(item)]
-        return self._topk(self.predict_proba([item])[0], topk)
+            return predictions([self._topk(p, topk) for p in self.predict_proba(item)], item, self)
+        return top_k(self._topk(self.predict_proba([item])[0], topk), item, self)
 
     def predict_proba(self, items: Iterable, batch_size: int = 64) -> torch.Tensor:
         items = list(items)

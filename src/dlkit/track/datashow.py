@@ -12,25 +12,31 @@ from . import figures
 def show_data(data: str, out: str | Path, n: int = 32, data_dir: str | None = None, image_size: int | None = None,
               seed: int = 0) -> tuple[Path, dict[str, dict[str, int]]]:
     """Save a grid of n training samples (classes in turn) and bar charts of class counts; return the counts."""
+    grid, counts, classes = data_grid(data, n, data_dir, image_size, seed)
+    out = Path(out)
+    figures.save(grid, out)
+    chart = figures.counts_figure(classes, [counts["train"][c] for c in classes], "training images per class")
+    figures.save(chart, out.with_name(out.stem + "_counts.png"))
+    return out, counts
+
+
+def data_grid(data: str, n: int = 32, data_dir: str | None = None, image_size: int | None = None, seed: int = 0,
+              channels: int | None = None, val_split: float = 0.2):
+    """(grid figure of n training samples, classes in turn; class counts per split; class names)."""
     from ..data import open_source, prepare_split
     from ..data.loaders import guess_file_channels
     from ..data.spec import PreprocessSpec
 
-    source = open_source(data, data_dir, seed=seed)
+    source = open_source(data, data_dir, val_split, seed=seed)
     counts = {split: _counts(source.split(split).labels, source.classes) for split in ("train", "val")}
     pick = round_robin(source.train.labels, n, torch.Generator().manual_seed(seed))
     subset = source.train.subset(pick)
-    channels = source.channels or guess_file_channels(subset.paths)
+    channels = channels or source.channels or guess_file_channels(subset.paths)
     size = image_size or (subset.images.shape[-1] if subset.images is not None else 96)
     spec = PreprocessSpec(size, channels, (0.0,) * channels, (1.0,) * channels, tuple(source.classes))
     shown, _ = prepare_split(subset, spec, cache="ram")
     titles = [source.classes[i] for i in shown.labels.tolist()]
-    grid = figures.image_grid(shown.images, titles)
-    out = Path(out)
-    figures.save(grid, out)
-    chart = figures.counts_figure(source.classes, [counts["train"][c] for c in source.classes], "training images per class")
-    figures.save(chart, out.with_name(out.stem + "_counts.png"))
-    return out, counts
+    return figures.image_grid(shown.images, titles), counts, list(source.classes)
 
 
 def round_robin(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -63,6 +69,18 @@ def describe_table(data: str, target: str | None, out: str | Path, task: str = "
                    **overrides) -> tuple[str, Path]:
     """`dlkit show-data` on a table: every column with its missing count, distinct values and what training would
     do with it; the target's distribution as a PNG (class counts, or a histogram of the numbers)."""
+    prepared, columns, fig = table_columns(data, target, task, data_args, **overrides)
+    lines = [prepared.headline, *[f"note: {n}" for n in prepared.notes], "",
+             f"{'column':<20} {'dtype':<8} {'missing':>7} {'distinct':>8}  what training does with it"]
+    for name, dtype, missing, distinct, how in columns:
+        lines.append(f"{name[:20]:<20} {dtype[:8]:<8} {missing:>7} {distinct:>8}  {how}")
+    out = Path(out)
+    figures.save(fig, out)
+    return "\n".join(lines), out
+
+
+def table_columns(data: str, target: str | None, task: str = "auto", data_args: dict | None = None, **overrides):
+    """(the prepared table, [(column, dtype, missing, distinct, what training does with it)], the target's figure)."""
     from ..config import make_config
     from ..data.modality import Tables
 
@@ -70,14 +88,9 @@ def describe_table(data: str, target: str | None, out: str | Path, task: str = "
     prepared = Tables.prepare(cfg)
     source, spec = prepared.source, prepared.spec
     frame = source.frame
-    lines = [prepared.headline, *[f"note: {n}" for n in prepared.notes], "",
-             f"{'column':<20} {'dtype':<8} {'missing':>7} {'distinct':>8}  what training does with it"]
     how = dict(_spec_lines(spec))
-    for name in frame.columns:
-        values = frame[name]
-        lines.append(f"{str(name)[:20]:<20} {str(values.dtype)[:8]:<8} {int(values.isna().sum()):>7} "
-                     f"{int(values.nunique()):>8}  {how.get(str(name), '')}")
-    out = Path(out)
+    columns = [(str(name), str(frame[name].dtype), int(frame[name].isna().sum()), int(frame[name].nunique()),
+                how.get(str(name), "")) for name in frame.columns]
     fig, ax = figures.subplots(figsize=(6, 3.5))
     if spec.task == "classification":
         counts = frame[source.target].astype(str).value_counts()
@@ -88,8 +101,7 @@ def describe_table(data: str, target: str | None, out: str | Path, task: str = "
         ax.hist(frame[source.target].astype(float), bins=40)
         ax.set(xlabel=source.target, ylabel="rows", title=f"{source.target}: distribution")
     fig.tight_layout()
-    figures.save(fig, out)
-    return "\n".join(lines), out
+    return prepared, columns, fig
 
 
 def _spec_lines(spec) -> list[tuple[str, str]]:

@@ -89,9 +89,10 @@ def sweep(config: str | Path | None = None, *, params: dict[str, str] | list[str
         run_worker(plan, 0, created, log)
     else:
         _run_processes(plan, created)
+    from ..track.results import SweepResult
     from .sweep_report import report
 
-    return report(plan, console)
+    return SweepResult(report(plan, console))  # a dict that shows itself in a notebook
 
 
 def require_optuna() -> None:
