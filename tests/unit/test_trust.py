@@ -1,0 +1,230 @@
+"""A file from someone else never runs code: crafted checkpoints and run folders, one per field that names code,
+through predict, eval, serve's loader, export, --resume and --resume-weights-only. A canary in each payload must
+never fire, no module outside the standard library may be newly imported (checked in a fresh process, after the
+same paths ran once on an honest checkpoint), and each error is one line. With --trust-code the learner's own
+network loads (tests/unit/test_own_models.py predicts with the course's Tudui that way)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dlkit
+from dlkit.errors import UserError
+from dlkit.storage import load_tensors, save_tensors
+from fakedata import make_class_folders
+
+CANARY_MODULE = "dlkit_canary_net"
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory):
+    """A real run on tiny data, and the canary code a crafted file may name: a module on PYTHONPATH and a .py
+    file, each writing a file the moment it is imported."""
+    root = tmp_path_factory.mktemp("trust")
+    data = make_class_folders(root / "imgs", ("ants", "bees"), per_class=4, size=12)
+    run = dlkit.train(data=str(data), model="softmax", epochs=1, image_size=8, out=str(root / "run"), quiet=True,
+                      tensorboard=False, report=False, workers=0, disk_cache=False)
+    code = root / "code"
+    code.mkdir()
+    for name in (f"{CANARY_MODULE}.py", "evil.py"):
+        (code / name).write_text(textwrap.dedent(f"""
+            import pathlib
+            pathlib.Path({str(root / 'CANARY')!r}).write_text({name!r})
+            from torch import nn
+            class Net(nn.Sequential):  # the honest softmax run's layout, so its weights fit
+                def __init__(self, num_classes=2, **kw):
+                    super().__init__(nn.Flatten(), nn.Linear(3 * 8 * 8, num_classes))
+            """))
+    return {"root": root, "data": data, "run": run.dir, "code": code, "canary": root / "CANARY",
+            "image": next((data / "bees").iterdir())}
+
+
+def craft(honest, name: str, change) -> Path:
+    """A copy of the honest run folder whose best checkpoint's metadata `change` rewrote (digest recomputed:
+    the digest finds damage, not intent)."""
+    folder = honest["root"] / f"crafted-{name}"
+    shutil.copytree(honest["run"], folder)
+    for file in (folder / "checkpoints").glob("*.safetensors"):
+        if file.name.endswith(".state.safetensors"):
+            continue
+        tensors, meta = load_tensors(file)
+        change(meta, honest)
+        save_tensors(file, tensors, meta)
+    return folder
+
+
+def _module_source(meta, h):
+    meta["model"], meta["model_source"] = f"{CANARY_MODULE}:Net", {"module": CANARY_MODULE, "name": "Net"}
+
+
+def _os_system(meta, h):
+    meta["model"], meta["model_source"] = "os:system", {"module": "os", "name": "system"}
+    meta["model_args"] = {**meta["model_args"], "command": f"touch {h['canary']}"}
+
+
+def _file_source(meta, h):
+    evil = str(h["code"] / "evil.py")
+    meta["model"], meta["model_source"] = f"{evil}:Net", {"file": evil, "name": "Net", "sha256": "0" * 64}
+
+
+def _models_from(meta, h):
+    meta["config"]["models_from"] = [str(h["code"] / "evil.py")]
+
+
+def _hostile_args(meta, h):
+    meta["model_args"] = {**meta["model_args"], "command": f"touch {h['canary']}"}
+
+
+def _not_torchvision(meta, h):
+    meta["model"], meta["model_args"] = "tv:os.system", {"in_channels": 3, "num_classes": 2, "image_size": 8}
+
+
+PAYLOADS = {"module": _module_source, "os-system": _os_system, "file": _file_source, "models-from": _models_from,
+            "hostile-args": _hostile_args, "not-torchvision": _not_torchvision}
+EXPECTED = {"module": f"import the module {CANARY_MODULE} and call its Net", "os-system": "names the module 'os'",
+            "file": "evil.py and call its Net", "models-from": "evil.py (models_from)",
+            "hostile-args": "it takes no argument 'command'", "not-torchvision": "unknown torchvision model 'os.system'"}
+
+# Runs in a fresh process: every path once on the honest run (so what they import legitimately is imported), then
+# each crafted folder through each path; prints what each said and which modules appeared meanwhile.
+PROBE = r"""
+import io, json, sys, contextlib
+from pathlib import Path
+from dlkit.cli.main import main
+from dlkit.serve.backends import load_backend
+from dlkit.errors import UserError
+
+honest, image, out, crafted = sys.argv[1], sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4])
+
+def paths(folder, tag):
+    ckpt = str(Path(folder) / "checkpoints" / "best.safetensors")
+    return {
+        "predict": lambda: main(["predict", ckpt, image]),
+        "eval": lambda: main(["eval", ckpt]),
+        "export": lambda: main(["export", ckpt, "--out", str(out / f"{tag}.onnx")]),
+        "serve": lambda: load_backend(ckpt, "torch") and 0,
+        "resume": lambda: main(["train", "--resume", folder, "--epochs", "2", "-q"]),
+    }
+
+def attempt(fn):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = fn()
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            code = 2
+    return code, err.getvalue()
+
+warm = {name: attempt(fn)[0] for name, fn in paths(honest, "honest").items()}
+before = set(sys.modules)
+said = {f"{payload}/{name}": attempt(fn) for payload, folder in crafted.items()
+        for name, fn in paths(folder, payload).items()}
+new = sorted(m for m in set(sys.modules) - before if m.split(".")[0] not in sys.stdlib_module_names)
+print(json.dumps({"warm": warm, "said": said, "new_modules": new}))
+"""
+
+
+def test_crafted_files_never_run_code_on_any_path(honest, tmp_path):
+    crafted = {}
+    for name, change in PAYLOADS.items():
+        folder = craft(honest, name, change)
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        if name == "models-from":  # the run folder's config names code too: what --resume reads
+            config["models_from"] = [str(honest["code"] / "evil.py")]
+        elif name in ("module", "file", "os-system"):
+            config["model"] = json.loads(json.dumps(load_tensors(folder / "checkpoints/best.safetensors")[1]["model"]))
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        crafted[name] = str(folder)
+    env = {"PYTHONPATH": str(honest["code"]), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(honest["run"]), str(honest["image"]), str(tmp_path),
+                           json.dumps(crafted)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result["warm"].values()) == {0}, result["warm"]  # every path works on the honest run
+    assert not honest["canary"].exists(), honest["canary"].read_text()
+    assert result["new_modules"] == []  # nothing the files named was imported, nor anything else outside stdlib
+    for key, (code, err) in result["said"].items():
+        payload, path = key.split("/")
+        if payload == "hostile-args" and path == "resume":
+            continue  # config.yaml was left honest here: --resume of it trains (the checkpoint's args are unused)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (key, err)
+        if path != "resume" or payload in ("module", "file", "models-from", "os-system"):
+            expected = EXPECTED[payload] if path != "resume" or payload != "os-system" else "import the module os"
+            assert expected in lines[0], (key, lines[0])
+
+
+def test_resume_weights_only_reads_tensors_alone(honest, tmp_path, capsys):
+    from dlkit.cli.main import main
+
+    folder = craft(honest, "weights-only", _module_source)
+    code = main(["train", "--data", str(honest["data"]), "--model", "softmax", "--image-size", "8", "--epochs", "1",
+                 "--resume-weights-only", str(folder), "--out", str(tmp_path / "ft"), "-q", "--no-tensorboard",
+                 "--no-report", "--workers", "0", "--no-disk-cache"])
+    assert code == 0, capsys.readouterr().err
+    assert CANARY_MODULE not in sys.modules and not honest["canary"].exists()
+
+
+def test_trusted_code_loads_but_only_a_network_class_or_factory(honest, monkeypatch):
+    monkeypatch.syspath_prepend(str(honest["code"]))
+    folder = craft(honest, "trusted-module", _module_source)
+    with pytest.raises(UserError, match="wants to import the module"):
+        dlkit.load(folder)
+    assert CANARY_MODULE not in sys.modules
+    predictor = dlkit.load(folder, trust_code=True)  # the user's word: the module is imported and its Net built
+    assert honest["canary"].read_text() == f"{CANARY_MODULE}.py"
+    assert predictor.predict(str(honest["image"]))[0][0] in ("ants", "bees")
+    honest["canary"].unlink()
+    system = craft(honest, "trusted-os", _os_system)
+    with pytest.raises(UserError, match="names the module 'os'"):
+        dlkit.load(system, trust_code=True)  # even trusted: the stdlib builds no network
+    assert not honest["canary"].exists()
+
+
+def test_model_code_trusts_the_network_file_but_not_models_from(honest):
+    folder = craft(honest, "both", lambda m, h: (_file_source(m, h), _models_from(m, h)))
+    with pytest.raises(UserError, match=r"evil.py \(models_from\)"):
+        dlkit.load(folder, model_code=str(honest["code"] / "evil.py"))
+    assert not honest["canary"].exists()
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False) |
+                           st.text(max_size=12), lambda inner: st.lists(inner, max_size=4) |
+                           st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+FIELDS = ("model", "model_args", "model_source", "spec", "modality", "task", "config", "config.models_from",
+          "config.model", "model_args.in_channels", "model_args.hidden", "model_source.module", "model_source.file",
+          "spec.image_size", "spec.channels", "spec.mean", "spec.std", "spec.class_names")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=json_values)
+def test_any_json_in_any_field_gives_a_prediction_or_a_clean_error(honest, field, value):
+    best = honest["run"] / "checkpoints" / "best.safetensors"
+    tensors, meta = load_tensors(best)
+    if field.startswith("model_source"):
+        meta["model_source"] = {"module": CANARY_MODULE, "name": "Net"}
+    head, _, leaf = field.partition(".")
+    if leaf and isinstance(meta.get(head), dict):
+        meta[head][leaf] = value
+    else:
+        meta[head] = value
+    crafted = honest["root"] / "fuzz.safetensors"
+    save_tensors(crafted, tensors, meta, durable=False)
+    before = set(sys.modules)
+    try:
+        predictor = dlkit.load(crafted, device="cpu")
+        predictor.predict(str(honest["image"]))
+    except UserError as e:
+        assert "\n" not in str(e)
+    new = {m for m in set(sys.modules) - before if m.split(".")[0] not in sys.stdlib_module_names}
+    assert not new and not honest["canary"].exists()
