@@ -68,7 +68,7 @@ def _write(cv_dir: Path, summary: dict[str, Any]) -> None:
     from .track import figures
 
     atomic_write_text(cv_dir / "cv.json", json.dumps(summary, indent=1))
-    atomic_write_text(cv_dir / "cv.md", format_cv(summary) + "\n")
+    atomic_write_text(cv_dir / "cv.md", cv_markdown(summary))
     keys = [k for k in summary["mean"] if k != "val_loss"]
     fig, axes = figures.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -90,6 +90,21 @@ def format_cv(summary: dict[str, Any]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in [header] + rows]
     return "\n".join(lines)
+
+
+def cv_markdown(summary: dict[str, Any]) -> str:
+    """cv.md: a title, then the per-fold metrics and their mean ± std as a Markdown table."""
+    keys = list(summary["mean"])
+    header = ["fold", *[k.removeprefix("val_") for k in keys], "best epoch", "rows"]
+    rows = [[str(r["fold"]), *[_fmt(r[k]) for k in keys], str(r["best_epoch"]), str(r.get("rows", ""))]
+            for r in summary["folds"]]
+    rows.append(["**mean ± std**", *[f"{_fmt(summary['mean'][k])} ± {_fmt(summary['std'][k])}" for k in keys], "", ""])
+    target = f", target `{summary['target']}`" if summary.get("target") else ""
+    lines = [f"# {summary['k']}-fold cross-validation of `{summary['model']}` on `{Path(str(summary['data'])).name}`"
+             f"{target}", "", "Validation metrics of each fold's best epoch.", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(value: float) -> str:
