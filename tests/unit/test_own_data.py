@@ -1,10 +1,12 @@
 """The learner's own data from Python (a Dataset written the course's way, a torchvision dataset object), --init,
 and models from an installed package's entry point."""
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from fakedata import make_class_folders
@@ -54,16 +56,34 @@ def test_course_dataset_with_name_labels_trains_resumes_and_predicts_files_in_a_
     predictor = dlkit.load(run.dir)
     assert predictor.classes == ("bees", "蚂蚁")
     assert predictor.spec.image_size == 16 and predictor.spec.channels == 3
-    assert predictor.spec.mean != (0.0, 0.0, 0.0)  # statistics of the training split, as for a folder
+    # statistics of the training split, as for a folder: 16 of these 20 images, whose own figures differ by ~0.002
+    pixels = np.stack([np.asarray(Image.open(p), dtype=np.float64) / 255 for p in sorted(folders.rglob("*.png"))])
+    assert predictor.spec.mean == pytest.approx(pixels.mean(axis=(0, 1, 2)), abs=0.006)
+    assert predictor.spec.std == pytest.approx(pixels.std(axis=(0, 1, 2)), abs=0.015)  # 20 -> 16 px smooths a bit
 
-    resumed = dlkit.train(data=data, resume=run.dir, epochs=2, quiet=True)
-    assert [r["epoch"] for r in resumed.history] == [1, 2]  # epoch 1 kept, only epoch 2 trained
+    steps = []
+    resumed = dlkit.train(data=data, resume=run.dir, epochs=2, quiet=True, callbacks=[Steps(steps)])
+    assert resumed.dir == run.dir and [r["epoch"] for r in resumed.history] == [1, 2]
+    assert resumed.history[0] == run.history[0]  # epoch 1's own record, timings included: kept, not trained again
+    assert len(steps) == len(run.history) * steps_per_epoch(run.dir)  # only epoch 2 trained
     image = next((folders / "bees").iterdir())
     code = ("import dlkit, sys; print(dlkit.load(sys.argv[1]).predict(sys.argv[2], topk=1)[0][0])")
     out = subprocess.run([sys.executable, "-c", code, str(run.dir), str(image)], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in ("bees", "蚂蚁")
+
+
+class Steps:
+    def __init__(self, steps):
+        self.steps = steps
+
+    def on_batch_end(self, trainer, batch_size, loss):
+        self.steps.append(batch_size)
+
+
+def steps_per_epoch(run_dir) -> int:
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["step"]
 
 
 def test_torchvision_dataset_with_its_own_transform_is_respected_and_predict_rebuilds_it(folders, tmp_path):

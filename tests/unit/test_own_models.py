@@ -1,5 +1,6 @@
 """The learner's own networks, written as the course writes them, trained from the CLI (file.py:Class) and from
 Python (an instance), then resumed, summarised and used to predict in a fresh process; and each bad case."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ from torch import nn
 
 import dlkit
 from dlkit.cli.main import main
+from dlkit.storage import load_tensors
 
 NETS = textwrap.dedent('''
     import torch
@@ -149,10 +151,19 @@ def test_own_network_trains_resumes_summarises_and_predicts_in_a_fresh_process(s
     code, out, err = run("summary", out_dir, "--trust-code", capsys=capsys)
     assert code == 0 and "parameters" in out
     fresh = subprocess.run([sys.executable, "-m", "dlkit.cli.main", "predict", str(out_dir), str(data / "bees"),
-                            "--trust-code"],
+                            "--trust-code", "--json", "--topk", "2"],
                            capture_output=True, text=True, timeout=120)
     assert fresh.returncode == 0, fresh.stderr
-    assert len(fresh.stdout.splitlines()) == 6 and all("bees" in line for line in fresh.stdout.splitlines())
+    answers = {row["file"]: {p["class"]: p["probability"] for p in row["predictions"]}
+               for row in map(json.loads, fresh.stdout.splitlines())}
+    assert len(answers) == 6
+    # the same probabilities as here, from the trained weights (not a network rebuilt with fresh ones)
+    predictor = dlkit.load(out_dir, trust_code=True)
+    saved = load_tensors(out_dir / "checkpoints" / "best.safetensors")[0]
+    assert all(torch.equal(value, saved[key]) for key, value in predictor.model.state_dict().items())
+    here = predictor.predict_proba(list(answers))
+    for probabilities, got in zip(here, answers.values()):
+        assert [got[c] for c in predictor.classes] == pytest.approx(probabilities.tolist(), abs=1e-5)
 
 
 def test_an_instance_from_python_and_a_registered_name(setup, tmp_path, capsys):
