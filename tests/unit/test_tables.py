@@ -82,7 +82,7 @@ def test_rows_with_a_missing_target_are_dropped_and_counted(tmp_path, capsys):
     frame.loc[[3, 10, 41], "y"] = np.nan
     code, out = train(write_csv(tmp_path / "t.csv", frame), "y", tmp_path / "run", capsys)
     assert code == 0, out.err
-    assert "note: dropped 3 row(s) with no value in the target 'y'" in out.out
+    assert "warning: dropped 3 row(s) with no value in the target 'y'" in out.out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["train_samples"] + summary["val_samples"] == 57
 

@@ -38,7 +38,7 @@ def cache_key(samples: Samples, channels: int, size: int) -> str:
 
 def load_cached(key: str) -> tuple[Samples, list[str], torch.Tensor] | None:
     """(decoded samples, notes, indices kept) or None when absent or unreadable (then we simply decode again)."""
-    from ..errors import UserError
+    from ..errors import DataWarning, UserError
     from ..storage import load_tensors
 
     path = cache_dir() / f"{key}.safetensors"
@@ -51,7 +51,9 @@ def load_cached(key: str) -> tuple[Samples, list[str], torch.Tensor] | None:
         return None
     except OSError:  # an unreadable cache folder is no worse than no cache
         return None
-    return Samples(tensors["labels"], tensors["images"]), list(meta.get("notes", [])), tensors["kept"]
+    warnings = set(meta.get("warnings", []))  # kept apart in the file: JSON has no str subclass
+    notes = [DataWarning(n) if n in warnings else n for n in meta.get("notes", [])]
+    return Samples(tensors["labels"], tensors["images"]), notes, tensors["kept"]
 
 
 def store(key: str, decoded: Samples, notes: list[str], kept: torch.Tensor) -> str | None:
@@ -60,14 +62,15 @@ def store(key: str, decoded: Samples, notes: list[str], kept: torch.Tensor) -> s
     The cache only saves time, so a read-only home (common in containers and on clusters) or a full disk must not
     stop training: the run goes on decoding, and the note says why the next run will decode again.
     """
-    from ..errors import UserError
+    from ..errors import DataWarning, UserError
     from ..storage import save_tensors
 
     folder = cache_dir()
     try:
         # not fsynced (0.6 s for 60,000 small images): a file torn by a power cut fails its digest, and is decoded again
         save_tensors(folder / f"{key}.safetensors",
-                     {"images": decoded.images, "labels": decoded.labels, "kept": kept}, {"notes": notes}, durable=False)
+                     {"images": decoded.images, "labels": decoded.labels, "kept": kept}, {"notes": notes, "warnings": [n for n in notes if isinstance(n, DataWarning)]},
+                     durable=False)
     except (OSError, UserError) as e:
         # save_tensors reports a failed write as a UserError (with resume advice meant for checkpoints); the
         # OSError behind it holds the plain reason

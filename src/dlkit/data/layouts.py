@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import DataWarning, UserError
 from ..registry import Registry
 from . import cifar, idx
 from .builtin import BUILTINS, DIGIT_CLASSES, FASHION_CLASSES, CIFAR10_CLASSES
@@ -131,10 +131,10 @@ def _ignored_notes(scans) -> list[str]:
     if not total.ignored:
         return []
     missing = total.ignored.pop("(missing file)", 0)
-    notes = [f"skipped {missing} manifest row(s) whose file does not exist"] if missing else []
+    notes = [DataWarning(f"skipped {missing} manifest row(s) whose file does not exist")] if missing else []
     if total.ignored:
         kinds = ", ".join(f"{n} {ext}" for ext, n in total.ignored.most_common())
-        notes.append(f"ignored {sum(total.ignored.values())} non-image file(s): {kinds}")
+        notes.append(DataWarning(f"ignored {sum(total.ignored.values())} non-image file(s): {kinds}"))
     return notes
 
 

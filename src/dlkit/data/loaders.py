@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import DataWarning, UserError
 from ..device import usable_cpus
 from .images import ImageError, guess_channels, load_image, open_image
 from .source import Samples
@@ -72,7 +72,8 @@ def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep:
     kept = samples.subset(good.nonzero().flatten())
     if keep:
         kept = Samples(kept.labels, images[good] if errors else images, kept.paths)
-    notes = [f"skipped {len(bad)} unreadable image(s): " + "; ".join(str(r) for _, r in bad[:3]) + (" ..." if len(bad) > 3 else "")] if bad else []
+    notes = [DataWarning(f"skipped {len(bad)} unreadable image(s): " + "; ".join(str(r) for _, r in bad[:3])
+                         + (" ..." if len(bad) > 3 else ""))] if bad else []
     return kept, notes
 
 

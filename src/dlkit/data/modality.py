@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import UserError, require
+from ..errors import DataWarning, UserError, require
 from ..registry import Registry
 from ..tasks import Classification
 from .source import DataSource, Rows, Samples, holdout_indices
@@ -199,7 +199,7 @@ def _open_table(data: str, target: str | None, task: str, data_args: dict | None
     present = frame[name].notna()
     require(bool(present.any()), f"target column {name!r} is empty on every row; choose another --target")
     if not present.all():
-        notes.append(f"dropped {int((~present).sum())} row(s) with no value in the target {name!r}")
+        notes.append(DataWarning(f"dropped {int((~present).sum())} row(s) with no value in the target {name!r}"))
         frame = frame[present].reset_index(drop=True)
     task = infer_task(frame[name], task)
     classes: list[str] = []

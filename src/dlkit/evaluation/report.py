@@ -32,6 +32,9 @@ def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict
                  [[r["epoch"], *[_num(r.get(k)) for k in keys], f"{r['lr']:.2e}", f"{r['images_per_s']:,.0f}" if "images_per_s" in r else "(within epoch)"]
                   for r in history])),
     ]
+    if summary.get("data_warnings"):
+        sections.append(_section("Data left out", "<ul>" + "".join(f"<li>{_e(w)}</li>" for w in summary["data_warnings"])
+                                 + "</ul>"))
     if spec_lines:
         sections.append(_section("Columns (what was inferred and done)", f"<pre>{_e(chr(10).join(spec_lines))}</pre>"))
     if "per_class" in metrics:

@@ -7,15 +7,30 @@ from typing import Any, TextIO
 
 
 class Console:
-    """Prints to `stream` (stdout, or stderr when stdout carries --json). quiet prints nothing."""
+    """Prints to `stream` (stdout, or stderr when stdout carries --json). quiet prints nothing but warnings;
+    warnings=False not even those (a DDP rank other than 0: rank 0 says them once)."""
 
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None):
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None, warnings: bool = True):
+        self.quiet, self.warnings = quiet, warnings
         self.stream = stream or sys.stdout
 
     def print(self, text: str) -> None:
         if not self.quiet:
             print(text, file=self.stream, flush=True)
+
+    def warn(self, text: str) -> None:
+        """Data left out is not chatter: shown under quiet too, on stderr (so stdout stays --json's alone)."""
+        if self.warnings:
+            print(f"warning: {text}", file=sys.stderr if self.quiet else self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """A note, or a warning when it is one (errors.DataWarning)."""
+        from ..errors import DataWarning
+
+        if isinstance(text, DataWarning):
+            self.warn(text)
+        else:
+            self.print(f"note: {text}")
 
 
 class ConsoleProgress:

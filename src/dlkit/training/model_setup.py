@@ -50,7 +50,7 @@ def _user_model(network, modality, data_args: dict, cfg: TrainConfig, console) -
         raise UserError("your own networks train on images for now; for tables use linear, mlp or tabular")
     model, source, notes = create_user_model(network, **data_args, options=cfg.model_args)
     for note in notes:
-        console.print(f"note: {note}")
+        console.note(note)
     return model, source
 
 

@@ -70,6 +70,10 @@ def load_last(trainer) -> None:
     if differs:
         raise UserError(f"cannot resume {trainer.run_dir}: its {' and '.join(differs)} differ from this run's; "
                         f"use --resume-weights-only {trainer.run_dir} to start a new run from its weights")
+    recorded, now = (meta.get("model_source") or {}).get("sha256"), (trainer.model_source or {}).get("sha256")
+    if recorded and now and recorded != now:
+        trainer.console.warn(f"{trainer.model_source.get('file')} changed since this run's last checkpoint (SHA-256 "
+                             "differs); its weights still have to load strictly")
     trainer.model.load_state_dict(weights)
     trainer.epoch, trainer.step, trainer.step_in_epoch = meta["epoch"], meta["step"], meta.get("step_in_epoch", 0)
     restore(trainer, ckpt.unflatten_state(state_meta["state"], tensors), trainer.step_in_epoch)

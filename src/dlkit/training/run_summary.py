@@ -28,8 +28,16 @@ def run_summary(trainer, wall_s: float) -> dict[str, Any]:
         "memory_format": "channels_last" if trainer.parts.inputs.channels_last else "contiguous",
         "wall_s": round(wall_s, 2), "timing": timing(trainer), "stopped": trainer.stopped,
         "validations": len(trainer.history) - len(epochs), "train_samples": len(trainer.data.train), "val_samples": len(trainer.data.val),
-        "parameters": count_parameters(trainer.model),
+        "parameters": count_parameters(trainer.model), **data_notes(trainer.data.notes),
     }
+
+
+def data_notes(notes: list[str]) -> dict[str, list[str]]:
+    """What the data's preparation said: warnings (what was left out, and why) apart from the other notes."""
+    from ..errors import DataWarning
+
+    return {"data_warnings": [str(n) for n in notes if isinstance(n, DataWarning)],
+            "data_notes": [str(n) for n in notes if not isinstance(n, DataWarning)]}
 
 
 def timing(trainer) -> dict[str, float]:

@@ -80,7 +80,7 @@ class Trainer:
         load_models_from(cfg.models_from)  # @dlkit.register_model names (and installed plugins') join the registry
         self.dist = distributed.connect(resolve_device(cfg.device), cfg.nproc_per_node, cfg.sync_bn)
         self.device = self.dist.device  # under DDP on CUDA: this rank's own GPU
-        self.console = self.console if self.dist.is_main else Console(quiet=True)  # rank 0 alone prints
+        self.console = self.console if self.dist.is_main else Console(quiet=True, warnings=False)  # rank 0 alone prints
         self.device_label = device_label(self.device, cfg.amp) + self.dist.label
         if cfg.amp and amp_dtype(self.device, cfg.amp) is None:
             self.console.print(f"--amp: no native bf16 on {self.device.type} here (it would be slower), so fp32")
@@ -155,7 +155,7 @@ class Trainer:
         data = self.prepared or self.modality.prepare(self.cfg, default_size(self.cfg.model))
         self.console.print(data.headline)
         for note in data.notes:
-            self.console.print(f"note: {note}")
+            self.console.note(note)
         return data
 
     def _probe_shape(self) -> tuple[int, ...]:
