@@ -8,7 +8,6 @@ data with the same settings for the folds' median best epoch count: the d2l hous
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any, TextIO
@@ -70,13 +69,15 @@ def _write(cv_dir: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(cv_dir / "cv.json", json.dumps(summary, indent=1))
     atomic_write_text(cv_dir / "cv.md", cv_markdown(summary))
     keys = [k for k in summary["mean"] if k != "val_loss"]
-    fig, axes = figures.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4), squeeze=False)
+    fig, axes = figures.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.8), squeeze=False)
     for ax, key in zip(axes[0], keys):
         values = [r[key] for r in summary["folds"]]
-        ax.bar([str(r["fold"]) for r in summary["folds"]], values, color="C0")
-        ax.axhline(summary["mean"][key], color="black", lw=1, label="mean")
-        ax.set(title=f"{key.removeprefix('val_')}: {summary['mean'][key]:.4g} ± {summary['std'][key]:.2g}",
-               xlabel="fold")
+        mean, std = figures.number(summary["mean"][key]), figures.number(summary["std"][key])
+        ax.bar([str(r["fold"]) for r in summary["folds"]], values, color="C0", label="fold")
+        ax.axhline(summary["mean"][key], color="black", lw=1, label=f"mean {mean}")
+        ax.set(title=f"{key.removeprefix('val_')}: {mean} ± {std}", xlabel="fold")
+        figures.readable_ticks(ax.yaxis)
+        ax.legend(fontsize=8, ncol=2, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # off the bars
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     figures.save(fig, cv_dir / "cv.png")
@@ -108,6 +109,6 @@ def cv_markdown(summary: dict[str, Any]) -> str:
 
 
 def _fmt(value: float) -> str:
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    from .track.figures import number  # one number format for the tables and the figures
+
+    return number(value)

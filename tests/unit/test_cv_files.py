@@ -50,3 +50,21 @@ def test_cv_md_is_a_titled_markdown_table_of_the_folds(cv_folder):
     assert [r[0] for r in rows] == ["1", "2", "3", "**mean ± std**"]
     rmse = header.index("rmse")
     assert rows[0][rmse] == f"{summary['folds'][0]['val_rmse']:,.0f}"  # the console's number format
+
+
+def test_cv_png_writes_numbers_as_the_tables_do_and_names_its_mean_line(cv_folder, tmp_path, monkeypatch):
+    from dlkit import cv
+    from dlkit.track import figures
+
+    summary = json.loads((cv_folder / "cv.json").read_text())
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.append(fig) or path)
+    cv._write(tmp_path, summary)
+    (fig,) = drawn
+    rmse = next(ax for ax in fig.axes if ax.get_title().startswith("rmse"))
+    mean, std = summary["mean"]["val_rmse"], summary["std"]["val_rmse"]
+    assert rmse.get_title() == f"rmse: {mean:,.0f} ± {std:,.0f}"  # as cv.md: 13,674 ± 4,495, not 1.367e+04
+    assert sorted(t.get_text() for t in rmse.get_legend().get_texts()) == ["fold", f"mean {mean:,.0f}"]
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in rmse.yaxis.get_ticklabels() if t.get_text()]
+    assert ticks and all("e+" not in t for t in ticks) and rmse.yaxis.get_offset_text().get_text() == ""

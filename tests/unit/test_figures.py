@@ -40,3 +40,38 @@ def test_every_count_on_the_confusion_matrix_contrasts_with_its_own_cell(matrix)
 def test_counts_near_the_peak_are_shaded_dark_when_the_scale_starts_at_zero():
     image = figures.confusion_figure([[30, 29], [28, 30]], ["ants", "bees"], "validation").axes[0].images[0]
     assert figures.luminance(image.cmap(image.norm(28))) < 0.2  # 28 of 30 is nearly the darkest blue, not white
+
+
+def drawn_tick_labels(fig, axis):
+    """The tick labels a reader sees on a drawn axis: (text, extent in pixels), inside the axis' view."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    low, high = sorted(axis.get_view_interval())
+    return [(t.get_text(), t.get_window_extent(renderer)) for t, at in zip(axis.get_ticklabels(), axis.get_ticklocs())
+            if t.get_visible() and t.get_text() and low <= at <= high]
+
+
+def test_regression_ticks_of_house_prices_are_apart_and_written_as_the_tables_write_them():
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rng = np.random.default_rng(0)
+    actual = rng.uniform(50_000, 650_000, 300)
+    fig = figures.regression_figure(actual + rng.normal(0, 20_000, 300), actual,
+                                    f"RMSE {figures.number(68_096.4)}")
+    FigureCanvasAgg(fig)
+    assert fig.axes[0].get_title() == "RMSE 68,096"
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = drawn_tick_labels(fig, axis)
+            assert len(labels) >= 3 and axis.get_offset_text().get_text() == ""  # no "1e5" in a corner
+            assert all("e+" not in text and (abs(float(text.replace(",", "").replace("−", "-"))) < 1000 or "," in text)
+                       for text, _ in labels), [t for t, _ in labels]
+            for (_, a), (_, b) in zip(labels, labels[1:]):
+                gap = b.x0 - a.x1 if axis is ax.xaxis else b.y0 - a.y1
+                assert gap > 2, [t for t, _ in labels]  # pixels of space between neighbouring labels
+
+
+def test_number_is_the_tables_format():
+    assert [figures.number(v) for v in (68_096.4, 0.87634, -1234.5, float("nan"))] == \
+        ["68,096", "0.8763", "-1,234", "nan"]

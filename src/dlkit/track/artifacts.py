@@ -50,7 +50,8 @@ class RunArtifacts:
 
     def _regression(self, trainer, metrics, plots) -> None:
         predicted, actual = metrics.pop("predicted"), metrics.pop("actual")
-        title = f"validation, best epoch {trainer.best_epoch}: RMSE {metrics['rmse']:.4g}, R2 {metrics['r2']:.3f}"
+        title = (f"validation, best epoch {trainer.best_epoch}: RMSE {figures.number(metrics['rmse'])}, "
+                 f"R2 {figures.number(metrics['r2'])}")
         figures.save(figures.regression_figure(predicted, actual, title), plots / "regression.png")
         errors = torch.tensor(predicted, dtype=torch.float64) - torch.tensor(actual, dtype=torch.float64)
         worst = errors.abs().argsort(descending=True)[:MISTAKES].tolist()

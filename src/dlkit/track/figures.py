@@ -53,6 +53,25 @@ def _integer_ticks():
     return MaxNLocator(integer=True)
 
 
+def number(value: float) -> str:
+    """A metric or target value as the tables print it: 4 decimals below 1,000, whole numbers with thousands
+    separators above (68,096, not 6.81e+04)."""
+    import math
+
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def readable_ticks(axis, bins: int = 5) -> None:
+    """At most `bins` ticks on a matplotlib axis, labelled as the tables write numbers (trailing zeros dropped):
+    six-digit prices no longer run together."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins=bins))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"))
+
+
 def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -194,6 +213,8 @@ def regression_figure(predicted: Sequence[float], actual: Sequence[float], title
     res_ax.set(xlabel="predicted", ylabel="residual (actual - predicted)", title="residuals")
     for a in (ax, res_ax):
         a.grid(alpha=0.3)
+        readable_ticks(a.xaxis)
+        readable_ticks(a.yaxis)
     fig.tight_layout()
     return fig
 
