@@ -228,3 +228,38 @@ def test_any_json_in_any_field_gives_a_prediction_or_a_clean_error(honest, field
         assert "\n" not in str(e)
     new = {m for m in set(sys.modules) - before if m.split(".")[0] not in sys.stdlib_module_names}
     assert not new and not honest["canary"].exists()
+
+
+def test_onnx_files_with_external_data_are_refused_before_onnxruntime_opens_them(tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    from dlkit.export import OnnxModel
+
+    weight = numpy_helper.from_array(np.ones((2, 2), dtype=np.float32), name="w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [weight])
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {"format": json.dumps("dlkit-onnx"), "format_version": "1",
+                                   "modality": json.dumps("image")})
+    model.graph.initializer[0].ClearField("raw_data")  # point the weight at a file on this machine instead
+    model.graph.initializer[0].data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../../etc/passwd"), ("offset", "0"), ("length", "16")):
+        entry = model.graph.initializer[0].external_data.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    import onnxruntime
+
+    opened = []
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: opened.append(a))
+    with pytest.raises(UserError, match="keeps tensor 'w' in external data files, which dlkit never writes"):
+        OnnxModel(path)
+    assert opened == []
+    from dlkit.serve.backends import load_backend
+
+    with pytest.raises(UserError, match="external data"):
+        load_backend(path, "onnx")
+    assert opened == []
