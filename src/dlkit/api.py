@@ -1,7 +1,7 @@
 """The small public API: train, evaluate (and load/predict in dlkit.infer)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -16,17 +16,22 @@ class Run:
     dir: Path
     summary: dict[str, Any]
     history: list[dict[str, Any]]
+    trusted_code: bool = field(default=False, repr=False)  # its network is code this process was given to train
+
 
     @property
     def checkpoint(self) -> Path:
         return self.dir / "checkpoints" / "best.safetensors"
 
-    def load(self, device: str = "auto"):
+    def load(self, device: str = "auto", trust_code: bool | None = None):
+        """A Predictor for this run's best checkpoint. A network you passed to train() in this process is your own
+        code, so it is trusted here (trust_code=None); pass False to refuse it like any other file."""
         from .infer import load
 
-        return load(self.dir, device)
+        return load(self.dir, device, trust_code=self.trusted_code if trust_code is None else trust_code)
 
     def evaluate(self, **kwargs) -> dict[str, Any]:
+        kwargs.setdefault("trust_code", self.trusted_code)
         return evaluate(self.dir, **kwargs)
 
     # ---- seeing it (track/views.py, track/notebook.py: imported on use) ----------------------------------------
@@ -75,7 +80,8 @@ class Run:
 
 
 def train(config: str | Path | None = None, *, resume: str | Path | None = None, quiet: bool = False,
-          log: TextIO | None = None, callbacks: list | None = None, val_data: Any = None, **overrides: Any) -> Run:
+          log: TextIO | None = None, callbacks: list | None = None, val_data: Any = None, trust_code: bool = False,
+          **overrides: Any) -> Run:
     """Train a model; keyword arguments are TrainConfig fields (data, model, epochs, lr, ...).
 
     `model` may also be your own network: an nn.Module instance, or a class or function that builds one (called
@@ -87,6 +93,8 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
     Args:
         config: optional YAML file of TrainConfig fields; keyword arguments override it.
         resume: a run folder to continue from its last checkpoint (its saved config is the base).
+        trust_code: with resume, import the code the run folder names (your own network, models_from files);
+            without it such a folder is refused before anything of it is imported.
         quiet: print nothing.
         log: where progress is printed (default stdout).
         callbacks: extra objects with any of the hooks on_fit_start(trainer), on_epoch_start(trainer),
@@ -112,6 +120,7 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
 
     if resume is not None:
         base = read_config(Path(resume))
+        _require_trust_to_resume(base, overrides, resume, trust_code)
         base["recipe_defaults"] = [k for k in base.get("recipe_defaults", []) if k not in overrides]
         cfg = make_config({**base, **overrides}, None)
     else:
@@ -129,7 +138,16 @@ def train(config: str | Path | None = None, *, resume: str | Path | None = None,
     from .track.live import with_live
 
     summary = trainer.fit(with_live(callbacks, quiet))  # in a notebook: the live display (progress, table, curves)
-    return Run(trainer.run_dir, summary, trainer.history)
+    return Run(trainer.run_dir, summary, trainer.history, trusted_code=trainer.model_source is not None)
+
+
+def _require_trust_to_resume(base: dict, overrides: dict, run_dir, trust_code: bool) -> None:
+    """A run folder's config.yaml is a file like any other: the code it names (and the flags of this call do not
+    name again themselves) runs only if trusted."""
+    from .trust import CodeTrust, code_in_config, require_trust
+
+    named_here = {k: v for k, v in base.items() if k in ("model", "models_from") and k not in overrides}
+    require_trust(code_in_config(named_here), Path(run_dir) / "config.yaml", CodeTrust.of(trust_code))
 
 
 def _data_objects(overrides: dict[str, Any], val_data: Any) -> tuple | None:
@@ -148,7 +166,8 @@ def _data_objects(overrides: dict[str, Any], val_data: Any) -> tuple | None:
 
 
 def evaluate(path: str | Path, data: str | None = None, split: str = "val", **kwargs: Any) -> dict[str, Any]:
-    """Loss, accuracy, top-5, per-class precision/recall/F1 and the confusion matrix of a run or checkpoint."""
+    """Loss, accuracy, top-5, per-class precision/recall/F1 and the confusion matrix of a run or checkpoint
+    (trust_code=True / model_code=FILE for one whose network is your own code, as dlkit.load)."""
     from .evaluation import evaluate_checkpoint
 
     return evaluate_checkpoint(path, data=data, split=split, **kwargs)

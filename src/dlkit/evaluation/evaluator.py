@@ -15,8 +15,10 @@ from .metrics import classification_metrics, save_confusion_png
 
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "val", data_dir: str | None = None,
-                        batch_size: int = 256, device: str = "auto", out_dir: str | Path | None = None) -> dict[str, Any]:
+                        batch_size: int = 256, device: str = "auto", out_dir: str | Path | None = None,
+                        trust_code: bool = False, model_code: str | None = None) -> dict[str, Any]:
     """Metrics of a run/checkpoint on `split` of its own data (or `data`), with a confusion-matrix PNG.
+    trust_code / model_code: as for dlkit.load, for a checkpoint whose network is your own code.
 
     The PNG goes to <run>/eval/ (or out_dir); its path is in the result under "confusion_png".
     """
@@ -24,7 +26,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
         raise UserError(f"--split must be train, val or test (got {split!r})")
     from ..track.results import EvalResult
 
-    predictor = Predictor.from_checkpoint(path, device)
+    predictor = Predictor.from_checkpoint(path, device, model_code, trust_code)
     if predictor.modality == "table":
         return EvalResult(evaluate_table(predictor, data, split))
     cfg = predictor.meta.get("config", {})

@@ -211,11 +211,13 @@ def _summarize(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, 
     }
 
 
-def summarize_checkpoint(path: str | Path, batch_size: int = 32, optimizer: str | None = None) -> dict[str, Any]:
-    """summarize() for the model a run or checkpoint describes, at its own input size and with its own optimizer."""
+def summarize_checkpoint(path: str | Path, batch_size: int = 32, optimizer: str | None = None,
+                         trust_code: bool = False, model_code: str | None = None) -> dict[str, Any]:
+    """summarize() for the model a run or checkpoint describes, at its own input size and with its own optimizer
+    (trust_code / model_code as for dlkit.load)."""
     from ..infer.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(path, device="cpu")
+    predictor = Predictor.from_checkpoint(path, "cpu", model_code, trust_code)
     config, spec = predictor.meta.get("config", {}), predictor.spec
     model = predictor.model
     if config.get("freeze_backbone"):

@@ -1,6 +1,7 @@
 """Predictor: a model rebuilt from a checkpoint's metadata, preprocessing exactly as its saved spec says."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -11,6 +12,7 @@ from ..data.spec import PreprocessSpec
 from ..data.transforms import fit_to_spec, normalize
 from ..errors import UserError
 from ..models import create_model
+from ..trust import CodeTrust
 from ..storage import load_tensors
 from ..device import resolve_device
 
@@ -39,19 +41,37 @@ def cv_checkpoints(path: Path) -> list[Path]:
     return [resolve_checkpoint(path / Path(f["run_dir"]).name) for f in json.loads((path / "cv.json").read_text())["folds"]]
 
 
-def _rebuild(file: Path, model_code: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    tensors, meta = load_tensors(file)
-    if "model_source" in meta:  # the learner's own network: import its code again
-        return _rebuild_user_model(file, tensors, meta, model_code), meta
+def _rebuild(file: Path, trust: CodeTrust) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model a checkpoint describes. Its metadata is data: the code it names is imported only if trusted."""
+    from ..trust import code_in_checkpoint, require_trust
     from ..models.user import load_models_from
 
-    load_models_from(meta.get("config", {}).get("models_from"))  # names registered by the learner's files
+    tensors, meta = load_tensors(file)
+    require_trust(code_in_checkpoint(meta, trust.model_code), file, trust)
+    if "model_source" in meta:  # the learner's own network: import its code again
+        return _rebuild_user_model(file, tensors, meta, trust.model_code), meta
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    load_models_from(config.get("models_from"))  # trusted above; installed plugins' names too
+    with damaged_metadata(file):
+        name, args = meta["model"], meta["model_args"]
+        if not isinstance(name, str) or not isinstance(args, dict):
+            raise TypeError("model is not a name, or model_args not a mapping")
+    model = create_model(name, **args)
     try:
-        model = create_model(meta["model"], **meta["model_args"])
         model.load_state_dict(tensors)
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"checkpoint {file} does not describe a model dlkit can rebuild ({e})") from None
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {file}: its weights do not fit {name} ({str(e).splitlines()[0][:150]})") from None
     return model, meta
+
+
+@contextlib.contextmanager
+def damaged_metadata(file: Path):
+    """A checkpoint's metadata read as data: a missing or mistyped field is the file's fault, said in one line."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise UserError(f"checkpoint {file} does not describe a model dlkit can rebuild ({type(e).__name__}: "
+                        f"{str(e)[:120]}); was it written by dlkit train?") from None
 
 
 def _rebuild_user_model(file: Path, tensors, meta: dict[str, Any], code: str | None) -> torch.nn.Module:
@@ -59,8 +79,9 @@ def _rebuild_user_model(file: Path, tensors, meta: dict[str, Any], code: str | N
 
     from ..models.user import DATA_ARGS, create_user_model
 
-    args = dict(meta["model_args"])
-    data_args = {k: args.pop(k) for k in DATA_ARGS}
+    with damaged_metadata(file):
+        args = dict(meta["model_args"])
+        data_args = {k: int(args.pop(k)) for k in DATA_ARGS}
     model, _, notes = create_user_model(meta["model"], **data_args, options=args, code=code,
                                         source=meta["model_source"])
     try:
@@ -89,20 +110,27 @@ class Predictor:
     modality = "image"
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", model_code: str | None = None):
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", model_code: str | None = None,
+                        trust_code: bool = False):
         """A Predictor for an image model, a TablePredictor for a table model (all folds of a CV folder).
-        model_code: the file defining the learner's own network, when it moved since training."""
+        trust_code: import the learner's own network (and models_from files) that the checkpoint names.
+        model_code: the file defining the learner's own network, which you trust (where it is now)."""
         dev = resolve_device(device)
         files = cv_checkpoints(Path(path)) or [resolve_checkpoint(path)]
-        models, metas = zip(*(_rebuild(file, model_code) for file in files))
+        trust = CodeTrust.of(trust_code, model_code)
+        models, metas = zip(*(_rebuild(file, trust) for file in files))
         meta = metas[0]
-        if meta.get("modality") == "table":
-            from .tabular import load_table_predictor
+        with damaged_metadata(files[0]):
+            if meta.get("modality") == "table":
+                from .tabular import load_table_predictor
 
-            return load_table_predictor(metas, [m.to(dev) for m in models], dev, files[0])
-        if len(files) > 1:
-            raise UserError(f"{path} is a CV folder of image models; pass one fold's run folder, or the refit run")
-        return cls(models[0].to(dev), PreprocessSpec.from_dict(meta["spec"]), meta, dev, files[0])
+                return load_table_predictor(metas, [m.to(dev) for m in models], dev, files[0])
+            if len(files) > 1:
+                raise UserError(f"{path} is a CV folder of image models; pass one fold's run folder, or the refit run")
+            spec = PreprocessSpec.from_dict(meta["spec"])
+            if spec.num_classes != int(meta["model_args"]["num_classes"]):
+                raise ValueError(f"{spec.num_classes} class names for a model of {meta['model_args']['num_classes']}")
+            return cls(models[0].to(dev), spec, meta, dev, files[0])
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -161,11 +189,13 @@ class Predictor:
         return export_onnx(self, path, **options)
 
 
-def load(path: str | Path, device: str = "auto", model_code: str | None = None) -> Predictor:
+def load(path: str | Path, device: str = "auto", model_code: str | None = None, trust_code: bool = False) -> Predictor:
     """Load a run folder or checkpoint file for prediction. Example: `dlkit.load("runs/x").predict("cat.jpg")`.
 
-    A model you wrote is imported again from the file recorded at training (or `model_code`, if it moved)."""
-    return Predictor.from_checkpoint(path, device, model_code)
+    A checkpoint is data: registered and torchvision models load from it alone. One whose model is a network you
+    wrote names code, which is imported only with trust_code=True (from the file recorded at training), or from
+    `model_code`, the file you trust (where it is now)."""
+    return Predictor.from_checkpoint(path, device, model_code, trust_code)
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
