@@ -60,7 +60,8 @@ class TrainConfig:
                                choices=("auto", "robust", "standard"))
     categorical_encoding: str = opt("onehot", "table categories: onehot (as d2l's get_dummies) or embedding (learned)",
                                     choices=("onehot", "embedding"))
-    folds: int | None = opt(None, "K-fold cross-validation: the number of folds (set by `dlkit cv`)")
+    folds: int | None = opt(None, "train one fold of K-fold cross-validation: the number of folds, K (`dlkit cv` "
+                            "trains them all)")
     fold: int = opt(0, "which fold (0-based) this run validates on, with --folds")
     refit: bool = opt(False, "train on all the data, with no held-out split (the final step of `dlkit cv --refit`)")
     # model

@@ -23,46 +23,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("summary", help="per-layer table, parameters, FLOPs and memory of a model or checkpoint")
-    p.add_argument("model", metavar="MODEL|RUN|CHECKPOINT")
+    p.add_argument("model", metavar="MODEL|RUN|CHECKPOINT", help="a name from `dlkit models`, or a run folder or "
+                   "checkpoint (which brings its input, classes and optimizer)")
     p.add_argument("--input", default="3x32x32", help="input as CxHxW (default 3x32x32), or F features for a table "
                    "model; a checkpoint brings its own")
-    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--classes", type=int, default=10, metavar="K",
+                   help="outputs of the model's head: classes, or 1 for numbers (default 10; a checkpoint brings its own)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for the memory estimates")
     p.add_argument("--optimizer", help="optimizer whose state the training estimate counts: sgd, sgd-momentum, "
                    "adagrad, rmsprop, adam, adamw (default adamw, or the checkpoint's own)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--models-from", action="append", metavar="FILE", help="a .py file registering models")
     add_trust_flags(p)
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("tensorboard", help="start TensorBoard on a runs folder (loopback only by default)")
-    p.add_argument("runs_dir", nargs="?", default="runs")
-    p.add_argument("--port", type=int, default=6006)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR",
+                   help="the folder holding the runs (default: runs), or one run folder")
+    p.add_argument("--port", type=int, default=6006, help="the port to serve on (default: 6006)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tensorboard)
 
     p = sub.add_parser("show-data", help="save a grid of samples with class names and print the class counts")
-    p.add_argument("data", metavar="SPEC")
+    p.add_argument("data", metavar="SPEC", help="what --data takes: a built-in name, a folder of images or a table")
     p.add_argument("--n", type=int, default=32, help="how many samples")
     p.add_argument("--out", help="PNG to write (default data_<name>.png)")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", metavar="DIR", help="where built-in datasets are read from (as for train)")
     p.add_argument("--image-size", type=int, help="side of each shown image (default: native, or 96 for files)")
     p.add_argument("--target", help="a table's column to predict: shows what is inferred for every column")
-    p.add_argument("--task", default="auto", choices=("auto", "classification", "regression"))
+    p.add_argument("--task", default="auto", choices=("auto", "classification", "regression"),
+                   help="with --target: what the column is predicted as (default: auto, as for train)")
     p.add_argument("--data-arg", action=KeyValue, metavar="KEY=VALUE", help="options of a built-in table")
     p.set_defaults(func=cmd_show_data)
 
     p = sub.add_parser("runs", help="a table of past runs")
-    p.add_argument("runs_dir", nargs="?", default="runs")
+    p.add_argument("runs_dir", nargs="?", default="runs", metavar="RUNS_DIR",
+                   help="the folder holding the runs (default: runs); a CV or sweep folder lists its runs")
     p.add_argument("--sort", default="name", help="name, data, model, epochs, best_val_acc, wall_s (process start to "
                    "the run's end), train_s (training steps) or images_per_s")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON array")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("compare", help="overlay the curves of runs in one PNG and table their final metrics")
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("--out", default="compare.png")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="the run folders to overlay")
+    p.add_argument("--out", default="compare.png", metavar="FILE", help="the PNG to write (default: compare.png)")
     p.set_defaults(func=cmd_compare)
 
 

@@ -164,26 +164,47 @@ def _config_fields():
     return fields(TrainConfig)
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; defaults are suppressed so only what the user typed overrides."""
+def _add_config_flags(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field (but those in `leave_out`, which the command defines itself); defaults are
+    suppressed so only what the user typed overrides."""
     from ..config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     for f in _config_fields():
-        if f.metadata.get("flag") == "":  # set by dlkit itself, not a user option
+        if f.metadata.get("flag") == "" or f.name in leave_out:  # "": set by dlkit itself, not a user option
             continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        common = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{f.metadata['help']} (default: {_default(f)})"}
+        common = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"] + _default_note(f)}
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif base is dict:
             parser.add_argument(flag, action=KeyValue, metavar="KEY=VALUE", **common)
         elif base is list:
-            parser.add_argument(flag, action="extend", metavar="COLUMN", type=_comma_list, **common)
+            parser.add_argument(flag, action="extend", metavar=METAVARS.get(f.name, "COLUMN"), type=_comma_list,
+                                **common)
         else:
-            parser.add_argument(flag, type=f.metadata.get("parse") or base, choices=f.metadata.get("choices"), **common)
+            parser.add_argument(flag, type=f.metadata.get("parse") or base, choices=f.metadata.get("choices"),
+                                metavar=METAVARS.get(f.name), **common)
+
+
+# What a flag's value names, where its field's name does not say it (argparse would print --id-column ID_COLUMN).
+METAVARS = {"models_from": "FILE", "id_column": "COLUMN", "target": "COLUMN", "data_dir": "DIR", "out": "DIR",
+            "runs_dir": "DIR", "weights": "FILE", "init_from": "RUN", "data": "DATA"}
+# Where a table's recipe (data/modality.py Tables.recipe, checked by a test) differs from the image defaults.
+TABLE_DEFAULTS = {"model": "tabular", "epochs": "20-100, fitted to the rows", "batch_size": "16-256, fitted to the rows",
+                  "lr": "0.004", "weight_decay": "0.02", "schedule": "cosine", "warmup_epochs": "1.0"}
+
+
+def _default_note(f) -> str:
+    """' (default: X)', with a table's own default beside it; nothing where there is no default to show or the
+    help text already says it."""
+    value = _default(f)
+    if "default" in f.metadata["help"] or value is None or value == [] or value == {}:
+        return ""
+    table = f"; tables: {TABLE_DEFAULTS[f.name]}" if f.name in TABLE_DEFAULTS else ""
+    return f" (default: {value:g}{table})" if isinstance(value, float) else f" (default: {value}{table})"
 
 
 def _comma_list(text: str) -> list[str]:
@@ -236,7 +257,8 @@ def add_trust_flags(p: argparse.ArgumentParser, resume: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="dlkit", description="Train, evaluate and use image classifiers.")
+    parser = argparse.ArgumentParser(prog="dlkit", description="Train, evaluate and deploy models of images or "
+                                     "tables (a folder of images or a CSV), classifying or predicting numbers.")
     parser.add_argument("--version", action="version", version=f"dlkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -253,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of training options; flags override it")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but the result")
     p.add_argument("--json", action="store_true", help="print the summary (per fold, mean and std) as one JSON object")
-    _add_config_flags(p)
+    p.add_argument("--folds", type=int, metavar="K", help="the number of folds, one run each (default: 5)")
+    p.add_argument("--refit", action="store_true", help="then train once more on all the data, for the folds' median "
+                   "best epoch count (the model `dlkit predict CV_FOLDER` uses)")
+    _add_config_flags(p, leave_out=("folds", "fold", "refit"))  # dlkit cv sets each run's fold itself
     p.set_defaults(func=cmd_cv)
 
     for name in COMMAND_MODULES:  # commands that live in their own module register themselves, in this order

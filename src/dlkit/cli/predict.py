@@ -13,9 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .main import add_device_flag, add_max_image_pixels_flag, add_trust_flags  # shared with the other commands
 
     p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
-    p.add_argument("run", metavar="RUN|CHECKPOINT")
+    p.add_argument("run", metavar="RUN|CHECKPOINT", help="a run folder (its best checkpoint), a checkpoint or a CV "
+                   "folder")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images or folders of them; or one table file")
-    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--topk", type=int, default=3, metavar="K", help="image models: the K most likely classes "
+                   "shown for each image (default: 3)")
     add_device_flag(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image (a JSON array of rows for a table)")
     p.add_argument("--out", metavar="FILE", help="write the predictions CSV here: for images path, class, "

@@ -9,7 +9,9 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     from .main import _add_config_flags
 
-    p = sub.add_parser("sweep", help="search hyperparameters with Optuna (TPE, median pruning); a run per trial")
+    p = sub.add_parser("sweep", help="search hyperparameters with Optuna (TPE, median pruning); a run per trial",
+                       usage="dlkit sweep --out SWEEP_DIR --param NAME=KIND:ARGS [--param ...] [--trials N] "
+                             "[sweep options] [train options]")  # argparse's own would show --out optional
     p.add_argument("--param", action="append", metavar="NAME=KIND:ARGS", dest="sweep_params",
                    help="what to search (repeat): NAME is a train option or model_args.KEY; KIND:ARGS is "
                    "loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH, logint:LOW:HIGH or choice:A,B,... "
@@ -32,14 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML file of training options; flags override it")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the table of trials")
     p.add_argument("--json", action="store_true", help="print the summary (trials, best, files) as one JSON object")
-    _add_config_flags(p)  # --out is the sweep folder; every other train option applies to each trial
+    p.add_argument("--out", metavar="SWEEP_DIR", help="required: the sweep's folder, a run folder per trial, the "
+                   "study's journal and its report (the same --out again continues the study)")
+    _add_config_flags(p, leave_out=("out",))  # every other train option applies to each trial
     p.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     import json
 
-    from ..training.sweep import sweep
+    from ..tune.sweep import sweep
     from .main import _config_fields
 
     overrides = {f.name: getattr(args, f.name) for f in _config_fields() if hasattr(args, f.name)}
@@ -59,7 +63,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, default=str))
     elif args.quiet:  # the table alone
-        from ..training.sweep_report import format_trials
+        from ..tune.report import format_trials
 
         print(format_trials(summary["trials"], list(summary["params"]), summary["monitor"]))
     return 0
