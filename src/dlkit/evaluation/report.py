@@ -63,7 +63,7 @@ def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict
     if (plots / "predictions.png").is_file():
         sections.append(_section("Sample predictions", _plot(plots / "predictions.png")))
     sections += [_section("Timing and environment", _kv(_environment(summary, device))),
-                 _section("Config", _kv({k: v for k, v in config.items()}))]
+                 _section("Config", _config_table(config))]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(run_dir.name)}</title>" \
            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
     path = run_dir / "report.html"
@@ -129,6 +129,19 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 0) -> str:
 def _kv(items: dict[str, Any]) -> str:
     return "<table class='kv'>" + "".join(f"<tr><td>{_e(k)}</td><td class='l'>{_e(v)}</td></tr>"
                                            for k, v in items.items()) + "</table>"
+
+
+def _config_table(config: dict) -> str:
+    """The options this run did not leave at dlkit's defaults (set by you, a config file or the data's recipe), not
+    all ~70: an image run listed every table option too. config.yaml keeps them all."""
+    from dataclasses import MISSING, fields
+
+    from ..config import TrainConfig
+
+    defaults = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(TrainConfig)}
+    chosen = {k: v for k, v in config.items() if k != "recipe_defaults" and (k not in defaults or v != defaults[k])}
+    rest = len(config) - len(chosen) - ("recipe_defaults" in config)
+    return _kv(chosen) + f"<p>The other {rest} options are at their defaults; config.yaml lists every option.</p>"
 
 
 def _mistakes(mistakes: list[dict]) -> str:
