@@ -340,9 +340,9 @@ def test_messy_class_folders(tmp_path):
     save_image(root / cafe / ".hidden" / "secret.png")
     save_image(root / cafe / "._PHOTO 1.JPG")
     save_image(root / ".thumbs" / "t.png")
+    save_image(root / cafe / "anim.gif", mode="P")  # a GIF is an image (its first frame), in training as in predict
     # ignored and counted: non-image files
     (root / unicode_cls / "notes.txt").write_text("not an image")
-    save_image(root / cafe / "anim.gif", mode="P")
     (root / "README.md").write_text("top-level file")
 
     source = open_source(str(root), val_split=0.34, seed=0)
@@ -350,12 +350,12 @@ def test_messy_class_folders(tmp_path):
     assert source.classes == sorted([cafe, unicode_cls])
     found = sorted(image_names(source.train) + image_names(source.val))
     assert found == sorted(["PHOTO 1.JPG", "photo 2.Png", "nested één.jpeg", "bild ü 1.png", "bild ü 2.PNG",
-                            "bild ü 3.webp"])
+                            "bild ü 3.webp", "anim.gif"])
     note = " ".join(source.notes)
-    assert "ignored 3 non-image file(s)" in note
-    assert ".txt" in note and ".gif" in note and ".md" in note
+    assert "ignored 2 non-image file(s)" in note
+    assert ".txt" in note and ".md" in note and ".gif" not in note
     data = prepare_data(source, image_size=4, channels=3, default_size=32)
-    assert len(data.train) + len(data.val) == 6 and not any("unreadable" in n for n in data.notes)
+    assert len(data.train) + len(data.val) == 7 and not any("unreadable" in n for n in data.notes)
 
 
 def test_capitalised_split_folders(tmp_path):

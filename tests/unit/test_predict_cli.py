@@ -49,3 +49,16 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(image_run):
     err = proc.stderr.read().decode()
     assert proc.wait(120) == 141, err  # 128 + SIGPIPE, as a shell reports for Unix tools
     assert b'"predictions"' in first and err == ""
+
+
+def test_a_gif_is_an_image_in_training_and_in_predict_alike(tmp_path, capsys):
+    from PIL import Image
+
+    data = make_class_folders(tmp_path / "pets", classes=("cat", "dog"), per_class=6, size=12)
+    Image.new("P", (12, 12), 3).save(data / "cat" / "imageNotFound.gif")  # a palette GIF, as the course's own
+    run = dlkit.train(data=str(data), model="softmax", epochs=1, batch_size=8, out=str(tmp_path / "run"), quiet=True,
+                      tensorboard=False, report=False)
+    assert run.summary["train_samples"] + run.summary["val_samples"] == 13
+    assert not any("non-image" in w for w in run.summary.get("data_warnings", []))
+    assert main(["predict", str(run.dir), str(data / "cat"), "--topk", "1"]) == 0
+    assert "imageNotFound.gif: " in capsys.readouterr().out  # a folder given to predict includes it

@@ -11,8 +11,9 @@ import torch
 from ..errors import UserError
 from . import fastdecode
 
-# The extensions torchvision's ImageFolder accepts (it skips .gif too), matched case-insensitively.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# The extensions read as images in training and predict alike, matched case-insensitively: torchvision's ImageFolder
+# list and .gif (its first frame; a course's practice set holds a real one, imageNotFound.gif).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 

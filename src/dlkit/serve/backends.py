@@ -94,7 +94,7 @@ def check_header(data: bytes, label: str) -> None:
         why = "an empty file" if not data else (f"Pillow recognises no image format in its {len(data):,} bytes"
                                                 if isinstance(e, UnidentifiedImageError)
                                                 else f"its header is broken: {str(e)[:80]}")
-        raise HttpError(415, f"{label}: not an image ({why}); send a JPEG, PNG, WebP, BMP, TIFF or PPM file") from None
+        raise HttpError(415, f"{label}: not an image ({why}); send a JPEG, PNG, WebP, GIF, BMP, TIFF or PPM file") from None
     limit = Image.MAX_IMAGE_PIXELS
     if limit and (pixels > limit or not pixels):
         raise HttpError(413, f"{label}: image too large ({size}{pixels:,} pixels; this server takes at most "
