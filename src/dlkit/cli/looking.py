@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "model; a checkpoint brings its own")
     p.add_argument("--classes", type=int, default=10, metavar="K",
                    help="outputs of the model's head: classes, or 1 for numbers (default 10; a checkpoint brings its own)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size for the memory estimates")
+    p.add_argument("--batch-size", type=int, help="batch size for the memory estimates (default: the run's own, "
+                   "else train's default: 128 for images, 256 for tables)")
     p.add_argument("--optimizer", help="optimizer whose state the training estimate counts: sgd, sgd-momentum, "
                    "adagrad, rmsprop, adam, adamw (default adamw, or the checkpoint's own)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -115,6 +116,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from ..evaluation.summary import format_summary, summarize, summarize_checkpoint
 
     target = Path(args.model)
+    args.batch_size = args.batch_size or _default_batch(target, table=args.input.isdigit())
     if target.exists():
         result = summarize_checkpoint(target, batch_size=args.batch_size, optimizer=args.optimizer,
                                       trust_code=args.trust_code, model_code=args.model_code)
@@ -145,6 +147,20 @@ def _shape(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not all(p.isdigit() for p in parts) or parts[1] != parts[2]:
         raise UserError(f"--input must be CxHxW with a square image, e.g. 3x32x32 (got {text!r})")
     return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def _default_batch(target: Path, table: bool) -> int:
+    """The batch the memory estimates assume: a run's own (its config.yaml), else what `dlkit train` would use."""
+    from ..config import TrainConfig
+    from ..data.modality import MODALITIES
+    from ..track.rundir import read_config
+
+    run_dir = target if (target / "config.yaml").is_file() else target.parent.parent if target.is_file() else None
+    if run_dir and (run_dir / "config.yaml").is_file():
+        saved = read_config(run_dir).get("batch_size")
+        if isinstance(saved, int):
+            return saved
+    return MODALITIES.get("table").recipe["batch_size"] if table else TrainConfig.batch_size
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> int:
