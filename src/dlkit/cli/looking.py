@@ -68,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="overlay the curves of runs in one PNG and table their final metrics")
     p.add_argument("runs", nargs="+", metavar="RUN", help="the run folders to overlay")
-    p.add_argument("--out", default="compare.png", metavar="FILE", help="the PNG to write (default: compare.png)")
+    p.add_argument("--out", default="compare.png", metavar="FILE", help="the PNG to write (default: compare.png); "
+                   "an existing file is kept")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_compare)
 
 
@@ -209,7 +211,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..track.runs import compare_runs
 
-    path, table = compare_runs(args.runs, args.out)
+    path, table = compare_runs(args.runs, args.out, args.overwrite)
     print(table)
     print(f"curves: {path}")
     return 0

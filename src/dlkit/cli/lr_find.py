@@ -18,18 +18,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML file of training options; flags override it")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the suggested rate")
     p.add_argument("--json", action="store_true", help="print the result (suggestion, rates, losses) as JSON")
-    _add_config_flags(p)  # --out is the plot's PNG here (default lr_find.png)
+    p.add_argument("--out", metavar="FILE", help="the plot's PNG (default: lr_find.png); an existing file is kept")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_config_flags(p, leave_out=("out",))  # the model and data options, as for train
     p.set_defaults(func=cmd_lr_find)
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     import json
 
+    from pathlib import Path
+
+    from ..infer.tabular import refuse_existing
     from ..training.lr_find import lr_find
     from .main import _config_fields
 
     overrides = {f.name: getattr(args, f.name) for f in _config_fields() if hasattr(args, f.name)}
     out = overrides.pop("out", None) or "lr_find.png"
+    refuse_existing(Path(out), args.overwrite)  # one rule for every file a command writes: kept unless --overwrite
     log = sys.stderr if args.json else sys.stdout
     result = lr_find(args.config, start=args.start, end=args.end, steps=args.steps, out=out,
                      quiet=args.quiet or args.json, log=log, **overrides)

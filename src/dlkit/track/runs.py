@@ -92,10 +92,13 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
         "wall s: process start to the run's end (a CV's folds share its process); train s: the training steps"])
 
 
-def compare_runs(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, str]:
-    """One PNG with every run's curves overlaid, and a table of their final metrics."""
+def compare_runs(run_dirs: list[str | Path], out: str | Path, overwrite: bool = False) -> tuple[Path, str]:
+    """One PNG with every run's curves overlaid, and a table of their final metrics; an existing `out` is kept
+    unless `overwrite`, as every file dlkit writes."""
     from . import figures
 
+    if Path(out).exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
     dirs = [Path(d) for d in run_dirs]
     for d in dirs:
         if not (d / "metrics.jsonl").is_file():
