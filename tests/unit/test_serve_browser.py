@@ -154,6 +154,10 @@ def test_a_picked_image_shows_its_predicted_class_and_bars(run, backend, photos,
         browser.open(url)
         browser.wait_for("document.body.dataset.state === 'ready'", "the drop zone")
         assert browser.js("document.getElementById('model').textContent") == "quick"
+        picker = browser.js("""(() => { const r = document.getElementById('file').getBoundingClientRect();
+            return {width: r.width, opacity: getComputedStyle(document.getElementById('file')).opacity,
+                    links: document.querySelectorAll('#drop .pick').length}; })()""")
+        assert picker["width"] <= 1 and picker["opacity"] == "0" and picker["links"] == 1  # one way to pick, not two
         root = browser.send("DOM.getDocument")["root"]["nodeId"]
         file_input = browser.send("DOM.querySelector", nodeId=root, selector="input#file")["nodeId"]
         browser.send("DOM.setFileInputFiles", nodeId=file_input, files=[str(picked)])  # as a person picks a file
@@ -182,7 +186,9 @@ def test_a_table_models_form_is_built_from_its_columns_and_predicts(table_run, b
         browser.open(url)
         browser.wait_for("document.body.dataset.state === 'ready'", "the form")
         names = browser.js("[...document.querySelectorAll('#fields [name]')].map(e => e.name + ':' + e.type)")
-        assert names == ["size:number", "shade:text"]
+        assert names == ["size:number", "shade:select-one"]  # a category is a choice of the values seen in training
+        choices = browser.js("[...document.querySelector('[name=shade]').options].map(o => o.value)")
+        assert choices == ["", "dark", "light"]  # "" sends the value as missing
         browser.js("""document.querySelector('[name=size]').value = '6.2';
                       document.querySelector('[name=shade]').value = 'dark';
                       document.querySelector('#row-form button').click()""")

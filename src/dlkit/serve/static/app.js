@@ -115,11 +115,9 @@ function field(column) {
     input = el("select", {}, el("option", { value: "", textContent: "(missing)" }),
       el("option", { value: "true", textContent: "true" }), el("option", { value: "false", textContent: "false" }));
     value = () => (input.value === "" ? null : input.value === "true");
-  } else if (column.kind === "categorical") {
-    const list = el("datalist", { id: `choices-${column.name}` }, ...column.choices.map((c) => el("option", { value: c })));
-    input = el("input", { type: "text", placeholder: column.choices.slice(0, 3).join(", ") });
-    input.setAttribute("list", list.id);
-    document.body.append(list);
+  } else if (column.kind === "categorical") {  // a choice of the values seen in training, not free text
+    input = el("select", {}, el("option", { value: "", textContent: "(missing)" }),
+      ...column.choices.map((c) => el("option", { value: c, textContent: c })));
     value = () => (input.value === "" ? null : input.value);
   } else {
     input = el("input", { type: "number", step: "any" });
