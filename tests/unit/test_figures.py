@@ -75,3 +75,40 @@ def test_regression_ticks_of_house_prices_are_apart_and_written_as_the_tables_wr
 def test_number_is_the_tables_format():
     assert [figures.number(v) for v in (68_096.4, 0.87634, -1234.5, float("nan"))] == \
         ["68,096", "0.8763", "-1,234", "nan"]
+
+
+def history(epochs=6, lr=lambda e: 0.002):
+    return [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 1 - 1 / (e + 1),
+             "val_acc": 1 - 1.2 / (e + 1), "lr": lr(e)} for e in range(1, epochs + 1)]
+
+
+def test_the_legend_of_compared_runs_stays_off_their_curves():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures.curves_figure({f"run-{i}": history() for i in range(4)})
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 8 and not any(ax.get_legend() for ax in fig.axes)
+    box = legend.get_window_extent(renderer)
+    assert all(not box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+
+
+def test_a_constant_learning_rate_is_one_line_not_a_panel():
+    flat = figures.lr_figure(history())
+    assert flat.get_figheight() < 1 and "0.002 throughout" in flat.texts[0].get_text()
+    cosine = figures.lr_figure(history(lr=lambda e: 0.002 / e))
+    assert cosine.get_figheight() > 3 and cosine.axes[0].lines  # a changing rate is still drawn
+
+
+def test_sample_grid_labels_are_readable_and_say_how_to_read_them():
+    import torch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    images = torch.randint(0, 255, (16, 3, 28, 28), dtype=torch.uint8)
+    fig = figures.image_grid(images, ["cat (dog)"] * 16, colors=["red"] * 16, caption="predicted (true)")
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    labels = fig.axes[0].texts
+    assert len(labels) == 16 and all(t.get_window_extent(renderer).height >= 11 for t in labels)  # pixels, at 100 dpi
+    assert [t.get_text() for t in fig.texts] == ["predicted (true)"]

@@ -78,8 +78,10 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def image_grid(images: torch.Tensor, titles: Sequence[str], columns: int = 8, colors: Sequence[str] | None = None):
-    """A grid of uint8 or [0,1] NxCxHxW images, each titled (e.g. class names, or 'true -> predicted').
+def image_grid(images: torch.Tensor, titles: Sequence[str], columns: int = 8, colors: Sequence[str] | None = None,
+               caption: str | None = None):
+    """A grid of uint8 or [0,1] NxCxHxW images, each titled (e.g. class names, or 'true -> predicted'); `caption`,
+    a line under the grid, says how to read the titles and colours.
 
     The images are tiled into one picture on one axes, with the titles as text above each tile: one image draw
     instead of one axes per image, several times quicker to draw and save."""
@@ -93,15 +95,21 @@ def image_grid(images: torch.Tensor, titles: Sequence[str], columns: int = 8, co
     pad, head = 2, max(2, round(0.22 * width))  # head: room above each tile for its title, in image pixels
     images = images.float() / (255 if images.dtype == torch.uint8 else 1)
     tiles = _tile(images.clamp(0, 1).cpu(), columns, rows, pad, head)
-    fig, ax = subplots(figsize=(1.6 * columns, 1.8 * rows))
+    fig, ax = subplots(figsize=(1.6 * columns, 1.8 * rows + (0.35 if caption else 0)))
     ax.imshow(tiles.permute(1, 2, 0).numpy(), vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     for i in range(n):
         row, column = divmod(i, columns)
-        ax.text(pad + column * (width + pad) + width / 2, head + row * (head + height + pad), str(shown[i])[:24],
-                fontsize=7, ha="center", va="bottom", color=colors[i] if colors else "black")
-    fig.tight_layout()
+        ax.annotate(str(shown[i])[:24], (pad + column * (width + pad) + width / 2, head + row * (head + height + pad)),
+                    xytext=(0, 2), textcoords="offset points", fontsize=GRID_FONT, ha="center", va="bottom",
+                    color=colors[i] if colors else "black")  # 2 points above the tile: descenders clear it
+    if caption:
+        fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=GRID_FONT)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight() if caption else 0, 1, 1))
     return fig
+
+
+GRID_FONT = 9  # points: 12.5 px at the 100 dpi figures are saved at (7 pt, under 10 px, was hard to read)
 
 
 def _tile(images: torch.Tensor, columns: int, rows: int, pad: int, head: int) -> torch.Tensor:
@@ -173,12 +181,29 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]], step_losses: list 
         ax.xaxis.set_major_locator(_integer_ticks())
         ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_below(fig, loss_ax)
     return fig
 
 
+def _legend_below(fig, ax) -> None:
+    """One legend for the figure, under its plots: inside them, the legend of several runs covered their curves."""
+    handles, labels = ax.get_legend_handles_labels()
+    columns = min(4, len(labels)) or 1
+    rows = -(-len(labels) // columns)
+    fig.set_figheight(fig.get_figheight() + 0.2 * rows)
+    room = (0.2 * rows + 0.1) / fig.get_figheight()
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, room, 1, 1))
+
+
 def lr_figure(history: list[dict[str, Any]]):
+    """The learning rate per epoch; a rate that never changed is one line of text, not a flat line on a panel."""
+    rates = [r["lr"] for r in history]
+    if rates and max(rates) == min(rates):
+        fig = subplots(figsize=(5.5, 0.5))[0]
+        fig.axes[0].axis("off")
+        fig.text(0.5, 0.5, f"learning rate: {rates[0]:.3g} throughout (no schedule)", ha="center", va="center")
+        return fig
     fig, ax = subplots(figsize=(5.5, 3.5))
     ax.plot([r["epoch"] for r in history], [r["lr"] for r in history], marker="o")
     ax.xaxis.set_major_locator(_integer_ticks())
