@@ -42,6 +42,9 @@ def test_a_cv_folder_is_a_row_with_its_folds_beneath(runs, capsys):
     assert main(["runs", str(root / "runs")]) == 0
     text = capsys.readouterr().out
     assert "\n  cv-t/fold-1" in text and "wall s: process start" in text
+    assert main(["runs", str(root / "runs" / "cv-t"), "--json"]) == 0  # the CV folder itself: its folds alone
+    folds = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in folds] == ["fold-1", "fold-2"] and all(r["wall_s"] is None for r in folds)
 
 
 def test_wall_s_is_the_time_the_closing_line_printed(runs, capsys):

@@ -9,6 +9,9 @@ from ..errors import UserError
 from .rundir import read_config, read_metrics
 
 COLUMNS = ("name", "data", "model", "epochs", "best_val_acc", "wall_s", "train_s", "images_per_s")
+# Files of a folder whose runs were trained inside one bigger command (`dlkit cv`, `dlkit sweep`): its runs share that
+# command's process, so none has a wall time of its own.
+GROUP_MARKERS = {"cv.json": "cv", "study.journal": "sweep", "trials.csv": "sweep"}
 
 
 def run_row(run_dir: Path, shared_process: bool = False) -> dict[str, Any]:
@@ -33,9 +36,10 @@ def run_row(run_dir: Path, shared_process: bool = False) -> dict[str, Any]:
 
 
 def group_rows(folder: Path) -> list[dict[str, Any]]:
-    """A folder of runs (a `dlkit cv` folder, a sweep): a row for it, from cv.json when there is one, then a row
-    for each run inside, named folder/run."""
-    members = [run_row(p, shared_process=True) for p in sorted(folder.iterdir()) if (p / "config.yaml").is_file()]
+    """A folder of runs (a `dlkit cv` folder, a sweep, your own): a row for it, from cv.json when there is one, then
+    a row for each run inside, named folder/run."""
+    shared = _group_kind(folder) is not None
+    members = [run_row(p, shared_process=shared) for p in sorted(folder.iterdir()) if (p / "config.yaml").is_file()]
     for m in members:
         m["name"], m["kind"] = f"{folder.name}/{m['name']}", "member"
     cv_file = folder / "cv.json"
@@ -44,7 +48,7 @@ def group_rows(folder: Path) -> list[dict[str, Any]]:
     mean, std = cv.get("mean", {}), cv.get("std", {})
     best = f"{monitor.removeprefix('val_')} {mean[monitor]:.4g} ± {std.get(monitor, 0):.2g} (mean of {cv['k']})" \
         if monitor in mean else ""
-    head = {"name": folder.name, "kind": "cv" if cv else "folder", "data": Path(str(cv.get("data") or "")).name
+    head = {"name": folder.name, "kind": _group_kind(folder) or "folder", "data": Path(str(cv.get("data") or "")).name
             or (members[0]["data"] if members else "?"), "model": cv.get("model") or (members[0]["model"] if members else "?"),
             "epochs": None, "best_val_acc": mean.get("val_acc"), "best": best, "monitor": monitor,
             "wall_s": cv.get("wall_s"), "train_s": _sum(m["train_s"] for m in members),
@@ -59,15 +63,19 @@ def list_runs(runs_dir: str | Path, sort: str = "name") -> list[dict[str, Any]]:
         raise UserError(f"{root} does not exist; pass the folder holding your runs (default: runs)")
     if sort not in COLUMNS:
         raise UserError(f"--sort must be one of {', '.join(COLUMNS)} (got {sort!r})")
-    groups = []
+    groups, shared = [], _group_kind(root) is not None  # `dlkit runs CV_DIR`: its folds share one process
     for p in sorted(root.iterdir()):
         if (p / "config.yaml").is_file():
-            groups.append([run_row(p)])
+            groups.append([run_row(p, shared_process=shared)])
         elif p.is_dir() and ((p / "cv.json").is_file() or any((c / "config.yaml").is_file() for c in p.iterdir())):
             groups.append(group_rows(p))
     present = [g for g in groups if g[0][sort] is not None]
     present.sort(key=lambda g: g[0][sort], reverse=sort in ("best_val_acc", "images_per_s", "epochs"))  # best first
     return [row for g in present + [g for g in groups if g[0][sort] is None] for row in g]
+
+
+def _group_kind(folder: Path) -> str | None:
+    return next((kind for name, kind in GROUP_MARKERS.items() if (folder / name).is_file()), None)
 
 
 def _data_name(config: dict[str, Any]):
