@@ -175,9 +175,11 @@ def _lightning(model, train_iter, test_iter, args, recipe) -> dict:
     trainer = L.Trainer(max_epochs=args.epochs, accelerator=args.device, devices=1, logger=False, callbacks=[timer],
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(Module(), train_iter, test_iter)
+    device = torch.device(args.device)
+    model.to(device)  # Lightning hands the module back on the CPU after fit: the accuracy pass feeds `device` batches
     return {"images_per_s": TRAIN_IMAGES * len(timer.epoch_s) / sum(timer.epoch_s),
             "steady_images_per_s": steady_rate(TRAIN_IMAGES, timer.epoch_s), "train_end": timer.last,
-            "test_acc": evaluate_accuracy(model, test_iter, torch.device(args.device))}
+            "test_acc": evaluate_accuracy(model, test_iter, device)}
 
 
 def main() -> None:
