@@ -7,7 +7,6 @@ import resource
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -27,8 +26,8 @@ RESUMABLE = ["--model", "mlp", "--model-arg", "dropout=0.3", "--epochs", "3", "-
 IN_MEMORY = ["--data", "digits", "--batch-size", "64"]  # 23 steps an epoch
 STREAMED = ["--data", "{folder}", "--image-size", "12", "--cache", "off", "--workers", "1", "--batch-size", "4"]  # 8
 
-# A `dlkit train` that writes down every step it runs (one number a line) and, at step HANG_AT, stops there for
-# the test to SIGKILL it: argv is LOG HANG_AT TRAIN_ARGS...
+# A `dlkit train` that writes down every step it runs (one number a line) and, at step HANG_AT, stops there (within
+# the step) for the test to SIGKILL it, or until a signal it catches arrives: argv is LOG HANG_AT TRAIN_ARGS...
 STEP_LOGGING_TRAIN = """
 import sys, time
 import dlkit.api as api
@@ -42,7 +41,9 @@ class StepLog:
             f.write(f"{trainer.step}\\n")
         if trainer.step == hang_at:
             open(log + ".hung", "w").close()
-            time.sleep(600)
+            deadline = time.time() + 600
+            while trainer._signal is None and time.time() < deadline:
+                time.sleep(0.02)
 
 real = api.train
 api.train = lambda *a, **k: real(*a, callbacks=[StepLog()], **k)
@@ -63,12 +64,6 @@ def steps_run(log: Path) -> list[int]:
 def cli(*args, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "dlkit.cli.main", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
-
-
-def python(code: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kwargs)
 
 
@@ -123,31 +118,27 @@ def test_a_resume_after_sigkill_runs_only_the_remaining_steps_and_ends_bitwise_i
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_finishes_the_step_saves_and_prints_the_resume_command(tmp_path, sig, code):
-    run = tmp_path / "run"
-    marker = tmp_path / "started"
-    child = python(f"""
-        import time, dlkit.api as api
-        from dlkit.cli.main import main
-        class Slow:
-            def on_batch_end(self, trainer, batch_size, loss):
-                if trainer.step == 5:
-                    open({str(marker)!r}, "w").close()
-                time.sleep(0.05)
-        real = api.train
-        api.train = lambda *a, **k: real(*a, callbacks=[Slow()], **k)
-        raise SystemExit(main(["train", "--data", "digits", "--model", "softmax", "--epochs", "5",
-                               "--batch-size", "32", "--out", {str(run)!r}, "--no-tensorboard"]))
-    """)
-    wait_for(marker, child)
+    args = ["train", "--data", "digits", "--model", "softmax", "--epochs", "2", "--batch-size", "32", "--seed", "3",
+            "--deterministic", "--no-tensorboard", "--no-report"]
+    run, reference, log = tmp_path / "run", tmp_path / "reference", tmp_path / "signalled.log"
+    uninterrupted = step_logging_train(tmp_path / "reference.log", 0, *args, "--out", reference)
+    child = step_logging_train(log, 5, *args, "--out", run)
+    wait_for(tmp_path / "signalled.log.hung", child)  # inside step 5
     child.send_signal(sig)
     out, err = child.communicate(timeout=60)
     assert child.returncode == code, err
     assert f"resume with: dlkit train --resume {run}" in err and "Traceback" not in err
+    # the step in flight finished and was saved; no step after it ran
     meta = load_tensors(run / "checkpoints" / "last.safetensors")[1]
-    assert meta["step"] >= 5 and meta["step_in_epoch"] > 0
-    resumed = cli("train", "--resume", run)
-    assert resumed.wait(120) == 0
-    assert [r["epoch"] for r in metrics(run)] == [1, 2, 3, 4, 5]
+    assert (meta["step"], meta["step_in_epoch"], meta["epoch"]) == (5, 5, 0) and steps_run(log) == [1, 2, 3, 4, 5]
+    resumed = step_logging_train(tmp_path / "resumed.log", 0, "train", "--resume", run)
+    assert resumed.wait(120) == 0, resumed.communicate()[1][-2000:]
+    assert uninterrupted.wait(120) == 0, uninterrupted.communicate()[1][-2000:]
+    total = len(steps_run(tmp_path / "reference.log"))
+    assert steps_run(tmp_path / "resumed.log") == list(range(6, total + 1))  # a restart would run them all
+    ref, got = final_weights(reference), final_weights(run)
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    assert [r["epoch"] for r in metrics(run)] == [1, 2] and metrics(run) == metrics(reference)
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
