@@ -51,6 +51,7 @@ def test_cv_offers_folds_and_refit_as_its_own_and_not_the_fold_it_sets():
     assert "--folds K" in text and "--refit" in text and "set by" not in text
     assert not re.search(r"--fold\b(?!s)", text)
     assert "train one fold" in help_of("train")  # train still trains a single fold by hand
+    assert option("cv", "--out").help.startswith("the CV folder")
 
 
 def test_sweep_shows_out_as_required():

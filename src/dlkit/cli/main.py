@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, metavar="K", help="the number of folds, one run each (default: 5)")
     p.add_argument("--refit", action="store_true", help="then train once more on all the data, for the folds' median "
                    "best epoch count (the model `dlkit predict CV_FOLDER` uses)")
-    _add_config_flags(p, leave_out=("folds", "fold", "refit"))  # dlkit cv sets each run's fold itself
+    p.add_argument("--out", metavar="DIR", help="the CV folder to create, a run folder per fold inside it (default: "
+                   "runs/<time>-<data>-cvK-<model>)")
+    _add_config_flags(p, leave_out=("folds", "fold", "refit", "out"))  # dlkit cv sets each run's fold and folder
     p.set_defaults(func=cmd_cv)
 
     for name in COMMAND_MODULES:  # commands that live in their own module register themselves, in this order
