@@ -99,7 +99,8 @@ def cv_markdown(summary: dict[str, Any]) -> str:
     header = ["fold", *[k.removeprefix("val_") for k in keys], "best epoch", "rows"]
     rows = [[str(r["fold"]), *[_fmt(r[k]) for k in keys], str(r["best_epoch"]), str(r.get("rows", ""))]
             for r in summary["folds"]]
-    rows.append(["**mean ± std**", *[f"{_fmt(summary['mean'][k])} ± {_fmt(summary['std'][k])}" for k in keys], "", ""])
+    spread = [f"{_fmt(summary['mean'][k])} ± {_fmt(summary['std'][k])}" for k in keys]
+    rows.append(["**mean ± std**", *spread, "", ""])
     target = f", target `{summary['target']}`" if summary.get("target") else ""
     lines = [f"# {summary['k']}-fold cross-validation of `{summary['model']}` on `{Path(str(summary['data'])).name}`"
              f"{target}", "", "Validation metrics of each fold's best epoch.", "",

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", default="3x32x32", help="input as CxHxW (default 3x32x32), or F features for a table "
                    "model; a checkpoint brings its own")
     p.add_argument("--classes", type=int, default=10, metavar="K",
-                   help="outputs of the model's head: classes, or 1 for numbers (default 10; a checkpoint brings its own)")
+                   help="outputs of the model's head: classes, or 1 for numbers (default 10; a checkpoint brings "
+                   "its own)")
     p.add_argument("--batch-size", type=int, help="batch size for the memory estimates (default: the run's own, "
                    "else train's default: 128 for images, 256 for tables)")
     p.add_argument("--optimizer", help="optimizer whose state the training estimate counts: sgd, sgd-momentum, "

@@ -48,8 +48,9 @@ def group_rows(folder: Path) -> list[dict[str, Any]]:
     mean, std = cv.get("mean", {}), cv.get("std", {})
     best = f"{monitor.removeprefix('val_')} {mean[monitor]:.4g} ± {std.get(monitor, 0):.2g} (mean of {cv['k']})" \
         if monitor in mean else ""
-    head = {"name": folder.name, "kind": _group_kind(folder) or "folder", "data": Path(str(cv.get("data") or "")).name
-            or (members[0]["data"] if members else "?"), "model": cv.get("model") or (members[0]["model"] if members else "?"),
+    first = members[0] if members else {"data": "?", "model": "?"}
+    head = {"name": folder.name, "kind": _group_kind(folder) or "folder",
+            "data": Path(str(cv.get("data") or "")).name or first["data"], "model": cv.get("model") or first["model"],
             "epochs": None, "best_val_acc": mean.get("val_acc"), "best": best, "monitor": monitor,
             "wall_s": cv.get("wall_s"), "train_s": _sum(m["train_s"] for m in members),
             "images_per_s": None, "finished": bool(cv) or all(m["finished"] for m in members), "dir": str(folder)}
