@@ -156,3 +156,22 @@ def test_outside_a_notebook_training_adds_no_live_display():
     assert not in_notebook()
     assert with_live([marker], quiet=False) == [marker] and with_live(None, quiet=True) == []
     assert not any(isinstance(c, LiveDisplay) for c in with_live([], quiet=False))
+
+
+def test_a_table_run_displays_its_metric_and_worst_rows(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=80), "kind": rng.choice([EVIL, BEE], 80)})
+    frame["y"] = 3 * frame["x"] + (frame["kind"] == BEE) + rng.normal(0, 0.1, 80)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    run = dlkit.train(data=str(tmp_path / "t.csv"), target="y", epochs=2, tensorboard=False, quiet=True,
+                      out=str(tmp_path / "run"))
+    html = run._repr_html_()
+    assert f"val_rmse {run.summary['best_value']:.4f}" in html
+    worst = json.loads((run.dir / "eval" / "val_metrics.json").read_text())["worst_rows"]
+    shown = run.mistakes(3)._repr_html_()
+    assert all(f"<td class=\"n\">{r['row']}</td>" in shown for r in worst[:3])
+    with pytest.raises(dlkit.UserError, match="no confusion matrix"):
+        run.confusion()

@@ -28,7 +28,8 @@ def esc(value: Any) -> str:
 
 
 def number(value: Any, digits: int = 4) -> str:
-    """A figure as a table shows it: 4 significant-ish digits, thousands separated, '-' for missing."""
+    """A figure as a table shows it: 4 decimals below 10 (accuracies, losses), one above, none past 10,000,
+    thousands separated, small rates in e-notation, '-' for missing."""
     if value is None:
         return "-"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -37,8 +38,19 @@ def number(value: Any, digits: int = 4) -> str:
         return f"{value:,}"
     if not math.isfinite(value):
         return esc(value)
-    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.{digits}g}" if abs(value) < 1e-3 else \
-        f"{value:.{digits}f}"
+    size = abs(value)
+    if size >= 10_000:
+        return f"{value:,.0f}"
+    if size >= 10:
+        return f"{value:,.1f}"
+    return f"{value:.2e}" if 0 < size < 0.01 else f"{value:.{digits}f}"  # learning rates: 2.00e-03
+
+
+def strip_tags(text: str) -> str:
+    """The text of some HTML made here (a progress line), for a text/plain fallback."""
+    import re
+
+    return html.unescape(re.sub(r"<[^>]*>", "", text)).strip()
 
 
 def cell(value: Any, tag: str = "td", css: str = "") -> str:

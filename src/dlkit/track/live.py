@@ -18,8 +18,10 @@ from typing import Any
 
 from . import html as h
 
-INTERVAL = 0.25         # seconds between display updates: four a second at most
-FIGURE_INTERVAL = 2.0   # seconds between redraws of the curves within an epoch (each epoch's end redraws them too)
+INTERVAL = 0.5          # seconds between display updates: two a second at most
+FIGURE_INTERVAL = 2.0   # seconds between requests to redraw the curves within an epoch (and one at each epoch's end)
+FIGURE_BUDGET = 0.01    # the most of the time the drawing thread may spend drawing (one draw ~0.15 s of CPU: then
+                        # the next waits ~15 s); the last picture is drawn at once when training ends
 
 
 def in_notebook() -> bool:
@@ -39,13 +41,16 @@ def with_live(callbacks: list | None, quiet: bool) -> list:
 
 
 class _Painter:
-    """Draws the curves on a side thread: the newest request wins, older ones are dropped unseen."""
+    """Draws the curves on a side thread: the newest request wins, older ones are dropped unseen. After each draw
+    it rests so that drawing stays within FIGURE_BUDGET of the time: on a machine whose cores all train, a thread
+    drawing beside them slows every step (measured: redrawing every 2 s cost an 8 s Fashion-MNIST epoch ~10%)."""
 
     def __init__(self, name: str):
         self.name, self.html = name, ""
-        self._lock, self._wake = threading.Lock(), threading.Event()
+        self._lock, self._wake, self._hurry = threading.Lock(), threading.Event(), threading.Event()
         self._job: tuple | None = None
         self._stopping = False
+        self.draws, self.cpu_s = 0, 0.0  # pictures drawn, and this thread's CPU seconds drawing them
         self._thread = threading.Thread(target=self._loop, name="dlkit-live-curves", daemon=True)
         self._thread.start()
 
@@ -57,6 +62,7 @@ class _Painter:
     def finish(self, timeout: float = 30.0) -> str:
         """Draw what is pending, stop the thread; the last picture's HTML."""
         self._stopping = True
+        self._hurry.set()
         self._wake.set()
         self._thread.join(timeout)
         return self.html
@@ -68,7 +74,11 @@ class _Painter:
             with self._lock:
                 job, self._job = self._job, None
             if job is not None:
+                started = time.thread_time()  # this thread's CPU: under load the wall clock says little
                 self.html = self._draw(*job)
+                spent = time.thread_time() - started
+                self.draws, self.cpu_s = self.draws + 1, self.cpu_s + spent
+                self._hurry.wait(spent * (1 / FIGURE_BUDGET - 1))
             elif self._stopping:
                 return
 
@@ -88,14 +98,14 @@ class LiveDisplay:
         self.interval = INTERVAL if interval is None else interval
         self.figure_interval = FIGURE_INTERVAL if figure_interval is None else figure_interval
         self.handle = self.painter = None
-        self.updates = 0
+        self.updates, self.hooks_s = 0, 0.0  # display updates sent; the training thread's seconds spent on them
 
     # ---- hooks -----------------------------------------------------------------------------------------------
 
     def on_fit_start(self, trainer) -> None:
         if not trainer.dist.is_main:
             return
-        from IPython.display import HTML, display
+        from IPython.display import display
 
         cfg = trainer.cfg
         self.title = f"{cfg.model} on {cfg.data}: {cfg.epochs} epochs x {trainer.steps_per_epoch} steps"
@@ -105,7 +115,7 @@ class LiveDisplay:
         self.shown_at = self.drawn_at = time.perf_counter()
         self.drawn_losses = 0
         self.painter = _Painter(trainer.run_dir.name)
-        self.handle = display(HTML(self._html()), display_id=True)
+        self.handle = display(self._bundle(), raw=True, display_id=True)
         if self.history:  # a resumed run: its earlier epochs at once
             self.painter.submit(list(self.history), list(trainer.step_losses))
 
@@ -124,6 +134,7 @@ class LiveDisplay:
             self._paint(trainer, now)
         self.status = h.Raw(self._progress(trainer, now))
         self._show(now)
+        self.hooks_s += time.perf_counter() - now
 
     def on_validation_end(self, trainer, record: dict[str, Any]) -> None:
         if self.handle is not None:
@@ -139,6 +150,7 @@ class LiveDisplay:
         self.status = (f"epoch {trainer.epoch}/{trainer.cfg.epochs} done: {trainer.task.headline(record)}"
                        f"{'  (best so far)' if record.get('best') else ''}")
         self._show(now)
+        self.hooks_s += time.perf_counter() - now
 
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
         if self.handle is None:
@@ -178,14 +190,26 @@ class LiveDisplay:
         curves = self.painter.html if self.painter else ""
         return h.page(self.title, f"<p class='muted'>{h.esc(self.where)}</p><p>{status}</p>", table, curves)
 
-    def _show(self, now: float) -> None:
-        from IPython.display import HTML
+    def _bundle(self) -> dict[str, str]:
+        """The display's HTML, and a line of text for frontends without HTML (nbconvert to text, a console)."""
+        text = h.strip_tags(self.status) if isinstance(self.status, h.Raw) else self.status
+        return {"text/html": self._html(), "text/plain": f"{self.title}: {text}"}
 
-        self.handle.update(HTML(self._html()))
+    def _show(self, now: float) -> None:
+        self.handle.update(self._bundle(), raw=True)
         self.shown_at = now
         self.updates += 1
 
+    def cost(self) -> dict[str, float]:
+        """What this display cost: updates sent, the training thread's seconds on them (the last picture's wait
+        included), pictures drawn and the drawing thread's CPU seconds (benchmarks/notebook_live.py prints them)."""
+        painter = self.painter
+        return {"updates": self.updates, "hooks_s": round(self.hooks_s, 4), "draws": painter.draws if painter else 0,
+                "draw_cpu_s": round(painter.cpu_s, 4) if painter else 0.0}
+
     def _close(self) -> None:
+        started = time.perf_counter()
         self.painter.finish()  # the curves with every epoch, drawn before the last update
         self._show(time.perf_counter())
+        self.hooks_s += time.perf_counter() - started
         self.handle = None

@@ -40,7 +40,7 @@ def epochs_table(history: Sequence[dict[str, Any]], limit: int = 200) -> str:
     skip = {"best", "within_epoch", "step", "skipped_batches"}
     keys = [k for k in (history[0] if history else {}) if k not in skip]
     keys += [k for r in history for k in r if k not in keys and k not in skip]
-    header = [k.replace("images_per_s", "per s").replace("epoch_s", "seconds") for k in keys]
+    header = [k.replace("images_per_s", "samples/s").replace("epoch_s", "seconds") for k in keys]
     best = [i for i, r in enumerate(history) if r.get("best")]
     return h.table(header, [[r.get(k) for k in keys] for r in history], highlight=best[-1:], limit=limit)
 
