@@ -175,3 +175,17 @@ def test_a_table_run_displays_its_metric_and_worst_rows(tmp_path):
     assert all(f"<td class=\"n\">{r['row']}</td>" in shown for r in worst[:3])
     with pytest.raises(dlkit.UserError, match="no confusion matrix"):
         run.confusion()
+    predictor = run.load()
+    assert "regression" in predictor._repr_html_() and "target y" in predictor._repr_html_()
+    assert repr(predictor).startswith("TablePredictor(") and len(repr(predictor)) < 300
+
+
+def test_the_lr_finder_result_shows_its_suggestion_and_curve_and_a_short_repr():
+    from dlkit.training.lr_find import LRFinderResult
+
+    lrs = [10 ** (-7 + 8 * i / 49) for i in range(50)]
+    losses = [2.3 - 2 * (i / 49) ** 2 for i in range(50)]
+    result = LRFinderResult(lrs, losses, losses, 0.0042, "steepest descent", "ran all 50 steps")
+    html = result._repr_html_()
+    assert "suggested 0.0042 (steepest descent)" in html and len(images_in(html)) == 1
+    assert len(repr(result)) < 200 and "0.0042" in repr(result)

@@ -33,6 +33,15 @@ class TablePredictor:
     def classes(self) -> tuple[str, ...]:
         return self.spec.class_names
 
+    def __repr__(self) -> str:
+        return (f"TablePredictor({self.meta.get('model')}, {self.spec.task} of {self.spec.target!r}, "
+                f"{len(self.models)} model(s), from {self.path})")
+
+    def _repr_html_(self) -> str:
+        from ..track.notebook import predictor_html
+
+        return predictor_html(self)
+
     @torch.inference_mode()
     def outputs(self, rows: torch.Tensor, model: torch.nn.Module | None = None, batch_size: int = 4096) -> torch.Tensor:
         """One model's outputs (the first, unless given) for rows preprocessed by its own spec."""

@@ -42,8 +42,27 @@ class LRFinderResult:
         """The rate at the lowest smoothed loss."""
         return self.lrs[min(range(len(self.smoothed)), key=self.smoothed.__getitem__)]
 
+    def __repr__(self) -> str:
+        return (f"LRFinderResult(suggestion {self.suggestion:.2g} ({self.method}), {len(self.lrs)} steps, "
+                f"{self.stopped}, plot {self.plot_path})")
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the suggestion and the loss-against-rate picture."""
+        from ..track import html as h
+
+        return h.page(f"LR finder: suggested {self.suggestion:.2g} ({self.method})",
+                      f"<p>{h.esc(self.stopped)}; lowest smoothed loss at {self.min_loss_lr:.2g}</p>",
+                      h.figure_img(self.figure(), "LR finder"))
+
     def plot(self, path: str | Path) -> Path:
         """A PNG of the loss against the rate (log scale), the suggestion marked."""
+        from ..track import figures
+
+        self.plot_path = figures.save(self.figure(), Path(path))
+        return self.plot_path
+
+    def figure(self):
+        """The loss against the rate (log scale), the suggestion marked: a matplotlib Figure."""
         from ..track import figures
 
         fig, ax = figures.subplots(figsize=(6, 4))
@@ -57,8 +76,7 @@ class LRFinderResult:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        self.plot_path = figures.save(fig, Path(path))
-        return self.plot_path
+        return fig
 
     def to_dict(self) -> dict[str, Any]:
         return {"suggestion": self.suggestion, "method": self.method, "stopped": self.stopped,
