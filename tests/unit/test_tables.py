@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import dlkit
 import dlkit.data.table_reading as table_reading
 from dlkit.cli.main import main
 from dlkit.data.modality import open_table
@@ -158,6 +159,12 @@ def test_a_file_too_large_for_memory_is_refused_by_size(tmp_path, monkeypatch):
     monkeypatch.setattr(table_reading, "available_memory", lambda: 1000)
     with pytest.raises(UserError, match=r"is 0\.0 GiB, too large to load here"):
         read_table(path)
+    need = 3 * path.stat().st_size  # pandas takes a few times a text file's size while parsing it
+    monkeypatch.setattr(table_reading, "available_memory", lambda: need)
+    assert len(read_table(path)[0]) == 40  # just enough: read
+    monkeypatch.setattr(table_reading, "available_memory", lambda: need - 1)
+    with pytest.raises(UserError, match="too large to load here"):
+        read_table(path)
 
 
 # ---- what every column is ------------------------------------------------------------------------------------------
@@ -218,6 +225,51 @@ def test_spec_is_fitted_on_training_rows_and_applied_to_new_ones():
     filled = second.copy()
     filled.loc[5, "m"] = 10.5
     assert out[5, groups["m"][0]] == spec.transform(filled)[5, groups["m"][0]] == 0.0
+
+
+def test_numbers_are_scaled_by_median_and_iqr_with_smooth_clipping_or_by_mean_and_std():
+    x = np.arange(101.0)  # median 50, quartiles 25 and 75: IQR 50
+    frame = pd.DataFrame({"x": x, "y": x})
+    robust = TableSpec.fit(frame, "y", "regression", [ColumnChoice("x", "numeric")])
+    c = robust.columns[0]
+    assert robust.scaling == "robust" and c["center"] == 50 and c["scale"] == pytest.approx(50 / 1.349)
+    new = pd.DataFrame({"x": [50.0, 50 + 50 / 1.349, 50 - 3 * 50 / 1.349, 1e9]})
+    z = np.array([0.0, 1.0, -3.0, 1e9])  # in IQR units; then z / sqrt(1 + (z / 3)^2), bounded by 3
+    assert robust.transform(new)[:, 0].tolist() == pytest.approx((z / np.sqrt(1 + (z / 3) ** 2)).tolist(), rel=1e-5)
+    assert robust.transform(new)[3, 0] == pytest.approx(3.0, rel=1e-5)  # an outlier is held near 3, not 2e7
+
+    standard = TableSpec.fit(frame, "y", "regression", [ColumnChoice("x", "numeric")], scaling="standard")
+    assert standard.transform(new)[:, 0].tolist() == pytest.approx(((new["x"] - x.mean()) / x.std()).tolist(),
+                                                                  rel=1e-5)  # no clipping
+
+
+def test_training_rows_with_gaps_add_a_missing_indicator_used_on_new_rows():
+    frame = pd.DataFrame({"gaps": [1.0, np.nan, 3.0, 5.0, np.nan, 7.0], "full": np.arange(6.0), "y": np.arange(6.0)})
+    spec = TableSpec.fit(frame, "y", "regression", [ColumnChoice("gaps", "numeric"), ColumnChoice("full", "numeric")])
+    gaps, full = spec.columns
+    assert gaps["missing_indicator"] and not full["missing_indicator"] and gaps["fill"] == 4.0
+    groups = dict(spec.feature_groups())
+    assert len(groups["gaps"]) == 2 and len(groups["full"]) == 1  # the value and its flag; the value alone
+    out = spec.transform(pd.DataFrame({"gaps": [np.nan, 4.0, 9.0], "full": [np.nan, 1.0, 2.0]}))
+    value, flag = groups["gaps"]
+    assert out[:, flag].tolist() == [1.0, 0.0, 0.0] and out[0, value] == out[1, value] == 0.0  # the median, flagged
+    assert "missing indicator" in " ".join(spec.describe())
+
+
+def test_the_table_recipe_fits_batch_size_and_epochs_to_the_rows():
+    from dlkit.config import make_config
+    from dlkit.data.modality import Tables
+
+    cfg = make_config({"data": "iris"})
+    assert {"batch_size", "epochs", "lr"} <= set(cfg.recipe_defaults)
+    fitted = {rows: Tables.fit_recipe(cfg, rows) for rows in (10, 64, 1600, 100_000)}
+    # batch: rows/8 rounded down to a power of two, 16 to 256; epochs: >= 200 steps, 20 to 100
+    assert {rows: (c.batch_size, c.epochs) for rows, c in fitted.items()} == {
+        10: (16, 100), 64: (16, 50), 1600: (128, 20), 100_000: (256, 20)}
+    assert fitted[64].lr == cfg.lr == 4e-3 and Tables.fit_recipe(make_config({"data": "iris", "model": "linear"}),
+                                                                 64).lr == 2e-2
+    mine = Tables.fit_recipe(make_config({"data": "iris", "batch_size": 32, "epochs": 3, "lr": 0.1}), 1600)
+    assert (mine.batch_size, mine.epochs, mine.lr) == (32, 3, 0.1)  # what the user set stays
 
 
 def test_text_in_a_numeric_column_of_new_rows_is_reported_by_row():
@@ -284,7 +336,7 @@ def test_is_table_tells_tables_from_image_manifests(tmp_path):
 
 # ---- end to end ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", [None, "linear", "mlp"])
+@pytest.mark.parametrize("model", [None])  # linear and mlp: below, with the recipe, for quality too
 @pytest.mark.parametrize("make,target,task", [(regression_frame, "y", "regression"),
                                               (classes_frame, "label", "classification")])
 def test_train_on_a_csv_end_to_end(make, target, task, model, tmp_path, capsys):
@@ -294,6 +346,22 @@ def test_train_on_a_csv_end_to_end(make, target, task, model, tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert (run / "checkpoints" / "best.safetensors").is_file()
     assert summary["task"] == task and summary["model"] == (model or "tabular") and summary["epochs"] == 2
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+@pytest.mark.parametrize("make,target,metric,least", [(regression_frame, "y", "val_r2", 0.95),
+                                                      (classes_frame, "label", "val_acc", 0.95)])
+def test_linear_and_mlp_learn_a_simple_table_with_the_recipe(make, target, metric, least, model, tmp_path, capsys):
+    # y is linear in the inputs, the classes a threshold on one: a constant predictor gets R^2 <= 0 and 1/3
+    path, run = write_csv(tmp_path / "t.csv", make()), tmp_path / "run"
+    code = main(["train", "--data", str(path), "--target", target, "--model", model, "--out", str(run),
+                 "--no-tensorboard", "--no-report", "-q"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == model and (run / "checkpoints" / "best.safetensors").is_file()
+    assert summary["best_metrics"][metric] >= least, summary["best_metrics"]
+    # --numeric-scaling auto: standard for linear (no clipping to bend its inputs), robust for the MLP
+    assert dlkit.load(run).spec.scaling == ("standard" if model == "linear" else "robust")
 
 
 def test_train_on_a_csv_in_a_real_process(tmp_path):
