@@ -34,6 +34,13 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     data = data or cfg.get("data")
     source = open_source(data, data_dir or (cfg.get("data_dir") if data == cfg.get("data") else None),
                          cfg.get("val_split", 0.2), cfg.get("seed", 0))
+    if data == cfg.get("data") and (cfg.get("folds") or cfg.get("refit")):  # a CV fold: its own held-out images
+        from types import SimpleNamespace
+
+        from ..data.modality import _image_folds
+
+        source = _image_folds(source, SimpleNamespace(**{k: cfg.get(k, d) for k, d in (
+            ("refit", False), ("val_split", 0.2), ("seed", 0), ("folds", None), ("fold", 0))}))
     samples = _relabel(source.split(split), source.classes, spec.class_names, data)
     samples, notes = prepare_split(samples, spec, cfg.get("cache", "auto"))
     batches = make_batches(samples, spec, batch_size, False, predictor.device, workers=cfg.get("workers"))
