@@ -132,6 +132,7 @@ def test_a_sweep_prunes_bad_trials_and_leaves_run_folders_a_table_best_yaml_and_
         else:  # stopped early, and says why
             assert s["epochs"] < 2 and "pruned" in s["stopped"]["reason"]
             assert max(t.intermediate_values) == s["epochs"]
+    assert_pruned_exactly_below_the_median(study.trials, startup=1)
     assert {r["name"] for r in list_runs(out)} == {f"trial-{n:03d}" for n in range(4)}  # `dlkit runs SWEEP_DIR`
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["state"] for r in rows] == [found[n] for n in range(4)] and "lr" in rows[0]
@@ -146,6 +147,26 @@ def test_a_sweep_prunes_bad_trials_and_leaves_run_folders_a_table_best_yaml_and_
                  "-q", *FAST_FLAGS]) == 0
     again = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())
     assert again["lr"] == pytest.approx(best["lr"]) and again["data"] == "digits"
+
+
+def assert_pruned_exactly_below_the_median(trials, startup: int) -> None:
+    """A trial run after `startup` finished ones was pruned at the first epoch where its best value so far fell below
+    the median of the trials finished before it at that epoch, and not before (val_acc: higher is better)."""
+    decided = 0
+    for t in trials:
+        finished = [f for f in trials if f.number < t.number and f.state.name == "COMPLETE"]
+        if len(finished) < startup:
+            assert t.state.name == "COMPLETE", t
+            continue
+        below = [step for step in sorted(t.intermediate_values)
+                 if max(v for s, v in t.intermediate_values.items() if s <= step)
+                 < np.median([f.intermediate_values[step] for f in finished if step in f.intermediate_values])]
+        if t.state.name == "PRUNED":
+            assert below and below[0] == max(t.intermediate_values), (t.number, t.intermediate_values)
+        else:
+            assert not below, (t.number, t.intermediate_values)
+        decided += 1
+    assert decided == len(trials) - startup
 
 
 def regression_csv(path: Path, n: int = 80) -> Path:
@@ -163,6 +184,29 @@ def test_a_regression_sweep_minimises_the_error(tmp_path):
     assert summary["monitor"] == "val_rmse" and summary["direction"] == "minimize"
     values = {r["trial"]: r["value"] for r in summary["trials"]}
     assert summary["best"]["value"] == min(values.values()) and len(set(values.values())) == 3
+
+
+def test_the_seed_repeats_the_proposals_cv_scores_by_the_folds_mean_and_a_diverged_trial_counts_as_pruned(tmp_path):
+    data = regression_csv(tmp_path / "reg.csv")
+    common = dict(data=str(data), target="y", model="linear", epochs=2, pruner="none", quiet=True, **FAST)
+
+    def proposed(seed: int, name: str) -> list[float]:
+        summary = dlkit.sweep(**common, seed=seed, trials=2, out=str(tmp_path / name),
+                              params={"lr": "loguniform:1e-3:1e-1"})
+        return [t["lr"] for t in summary["trials"]]
+
+    assert proposed(3, "a") == proposed(3, "b") != proposed(4, "c")  # TPE seeded by --seed
+
+    cv = dlkit.sweep(**common, trials=1, cv=2, out=str(tmp_path / "cv"), params={"lr": "loguniform:1e-3:1e-1"})
+    trial = tmp_path / "cv" / "trial-000"
+    folds = json.loads((trial / "cv.json").read_text())
+    assert cv["trials"][0]["value"] == pytest.approx(np.mean([f["val_rmse"] for f in folds["folds"]]))
+    assert len(folds["folds"]) == 2 and (trial / "fold-2" / "summary.json").is_file()
+
+    diverged = dlkit.sweep(**common, optimizer="sgd", trials=1, out=str(tmp_path / "nan"),
+                           params={"lr": "loguniform:1e8:1e9"})
+    assert states(tmp_path / "nan") == {0: "PRUNED"} and diverged["trials"][0]["note"] == "loss diverged"
+    assert len(counted(states(tmp_path / "nan"))) == 1  # one of --trials spent, as a pruned one is
 
 
 # ---- several processes, and a killed sweep ---------------------------------------------------------------------------
