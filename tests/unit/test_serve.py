@@ -229,6 +229,20 @@ def test_a_lone_request_is_not_held_for_the_batch_wait(backend, photos):
         assert client.post("/predict", files=files_of(*photos)).status_code == 200
 
 
+def test_the_inference_thread_uses_the_usable_cpus_by_default_and_threads_when_given(backend, photos):
+    from dlkit.device import usable_cpus
+
+    for settings, want in (({}, usable_cpus()), ({"threads": 1}, 1)):
+        seen = []
+        recorder = Gated(backend)
+        recorder.gate.set()
+        real_run = recorder.run_batch
+        recorder.run_batch = lambda items: seen.append(torch.get_num_threads()) or real_run(items)
+        with serving(recorder, **settings) as client:
+            assert client.post("/predict", files=files_of(photos[0])).status_code == 200
+        assert seen == [want], settings
+
+
 def test_a_bad_image_among_good_ones_fails_its_request_and_leaves_no_wait_behind(backend, photos):
     # were the bad image still counted as coming, the next lone request would wait 10 s for it and get 504 at 5 s
     jpeg = photos[2].read_bytes()
@@ -464,7 +478,9 @@ def test_onnx_backend_answers_like_torch_from_a_run_or_an_onnx_file(run, backend
         want = client.post("/predict", files=files_of(*photos)).json()["results"]
     from_run = load_backend(run.dir, "onnx", threads=1)  # exported (and checked) on the way
     path = from_run.engine.path
-    for onnx in (from_run, load_backend(path, "onnx", threads=1)):
+    from_file = load_backend(path, "onnx")  # threads 0: onnxruntime's default here is 1 intra-op thread
+    assert from_file.engine.threads == 1
+    for onnx in (from_run, from_file):
         with serving(onnx) as client:
             assert client.get("/info").json()["backend"] == "onnx"
             got = client.post("/predict", files=files_of(*photos)).json()["results"]
