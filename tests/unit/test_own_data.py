@@ -206,3 +206,31 @@ def test_models_from_an_installed_packages_entry_point_are_listed_and_train(tmp_
     predicted = subprocess.run(dlkit_cli + ["predict", str(out), str(next((out / "samples").iterdir()))],
                                capture_output=True, text=True, env=env, timeout=120)
     assert predicted.returncode == 0, predicted.stderr
+
+
+class Uint8Pairs(Dataset):
+    """uint8 CxHxW tensors (as torchvision.io.read_image gives them) with name labels, 24 px: resized to 16."""
+
+    def __init__(self, n=24):
+        gen = torch.Generator().manual_seed(0)
+        self.labels = ["dark", "bright"] * (n // 2)
+        self.images = [torch.randint(0, 80, (3, 24, 24), dtype=torch.uint8, generator=gen) + (160 if i % 2 else 0)
+                       for i in range(n)]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+def test_uint8_tensors_are_resized_and_normalised_with_the_training_splits_statistics(tmp_path):
+    data = Uint8Pairs()
+    run = dlkit.train(data=data, model="quick", image_size=16, out=str(tmp_path / "run"), quiet=True,
+                      **{**FAST, "epochs": 3})
+    predictor = dlkit.load(run.dir)
+    assert predictor.spec.image_size == 16 and predictor.spec.channels == 3
+    pixels = torch.stack(data.images).double() / 255  # 0..255 read as such, not as 0..1 floats already
+    assert predictor.spec.mean == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), abs=0.02)
+    assert run.summary["best_metrics"]["val_acc"] == 1.0  # dark from bright, learned
+    assert [top[0][0] for top in predictor.predict([data.images[0], data.images[1]])] == ["dark", "bright"]

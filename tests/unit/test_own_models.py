@@ -1,6 +1,7 @@
 """The learner's own networks, written as the course writes them, trained from the CLI (file.py:Class) and from
 Python (an instance), then resumed, summarised and used to predict in a fresh process; and each bad case."""
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -247,3 +248,58 @@ def test_nn_lazylinear_is_materialised_before_the_optimizer_sees_it(setup):
     model, _, _ = create_user_model(nets.lenet, 3, 2, 32)
     assert not any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters())
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+FACTORY = textwrap.dedent('''
+    from torch import nn
+
+
+    def make_net(num_classes=10, in_channels=3, image_size=32, width=4):
+        """An importable factory, as a package ships it."""
+        return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(width * image_size * image_size, num_classes))
+''')
+
+
+def parameters_printed(out: str) -> int:
+    return int(re.search(r"parameters:\s+([\d,]+)", out).group(1).replace(",", ""))
+
+
+def test_a_factory_of_an_importable_module_trains_with_tensorboard_and_the_report_on(setup, capsys, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    net, data, tmp = setup
+    (tmp / "site" / "mypkg").mkdir(parents=True)
+    (tmp / "site" / "mypkg" / "__init__.py").write_text("")
+    (tmp / "site" / "mypkg" / "nets.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp / "site"))
+    out_dir = tmp / "run"
+    code, out, err = run("train", "--data", data, "--model", "mypkg.nets:make_net", "--model-arg", "width=6",
+                         "--epochs", 2, "--workers", 0, "--no-disk-cache", "--out", out_dir, capsys=capsys)
+    assert code == 0, err
+    import mypkg.nets
+
+    want = sum(p.numel() for p in mypkg.nets.make_net(num_classes=2, in_channels=3, image_size=32, width=6)
+               .parameters())  # the --model-arg and the data's classes, channels and size reached the factory
+    model = dlkit.load(out_dir, trust_code=True).model
+    assert sum(p.numel() for p in model.parameters()) == want
+    events = EventAccumulator(str(out_dir / "tb"), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/val")] == [1, 2] and events.Tags()["graph"] is True
+    assert any(t.startswith("weights/") for t in events.Tags()["histograms"])
+    report = (out_dir / "report.html").read_text()
+    assert "mypkg.nets:make_net" in report and (out_dir / "plots").is_dir()
+    code, out, err = run("summary", out_dir, "--trust-code", capsys=capsys)
+    assert code == 0 and parameters_printed(out) == want, err
+
+
+def test_summary_of_a_class_in_a_file_counts_its_parameters(setup, capsys):
+    net, _, tmp = setup
+    code, out, err = run("summary", f"{net}:Tudui", "--input", "3x32x32", capsys=capsys)
+    assert code == 0, err
+    sys.path.insert(0, str(tmp))
+    try:
+        import net as nets
+    finally:
+        sys.path.remove(str(tmp))
+    assert parameters_printed(out) == sum(p.numel() for p in nets.Tudui().parameters())  # 10 classes by default
