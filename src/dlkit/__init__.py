@@ -15,8 +15,8 @@ from .errors import UserError  # noqa: E402
 _LAZY = {
     "train": "api", "evaluate": "api", "Run": "api", "load": "infer", "Predictor": "infer",
     "create_model": "models", "list_models": "models", "TrainConfig": "config", "summarize": "evaluation.summary",
-    "cross_validate": "cv", "register_model": "models.user", "lr_find": "training.lr_find", "sweep": "training.sweep",
-    "show_data": "track.views",
+    "cross_validate": "cv", "register_model": "models.user", "lr_find": "training.lr_find", "sweep": "tune.sweep",
+    "show_data": "track.views", "export_onnx": "export",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]

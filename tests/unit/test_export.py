@@ -69,7 +69,7 @@ def trained(image_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(trained):
     """The trained run exported once, to its default place."""
-    return dlkit.load(trained, device="cpu").export_onnx()
+    return dlkit.export_onnx(dlkit.load(trained, device="cpu"))
 
 
 def image_run(root: Path, name: str, data: Path | str) -> Path:
@@ -99,7 +99,7 @@ def images(n: int, spec, seed: int = 0) -> torch.Tensor:
 def test_every_image_model_exports_and_runs_at_batch_1_and_8(name, image_data, tmp_path):
     run = image_run(tmp_path, name, image_data)
     predictor = dlkit.load(run, device="cpu")
-    result = predictor.export_onnx()
+    result = dlkit.export_onnx(predictor)
     assert result.path == run / "export" / "model.onnx" and result.path.is_file()
     assert sorted(p.name for p in result.path.parent.iterdir()) == ["model.onnx"]  # self-contained: no data files
     assert result.size_bytes == result.path.stat().st_size
@@ -137,7 +137,7 @@ def test_a_learners_own_network_exports(image_data, tmp_path):
         sys.path.remove(str(tmp_path))
     run = dlkit.train(model=mynet.MyNet(num_classes=2), data=str(image_data), image_size=12,
                       out=str(tmp_path / "run"), **FAST)
-    result = dlkit.load(run.dir, device="cpu", trust_code=True).export_onnx(tmp_path / "mine.onnx")
+    result = dlkit.export_onnx(dlkit.load(run.dir, device="cpu", trust_code=True), tmp_path / "mine.onnx")
     assert result.max_abs_diff <= 1e-4 and result.top1_agreement == 1.0
     model = OnnxModel(tmp_path / "mine.onnx")
     assert model.meta["model_source"]["name"] == "MyNet" and model.probabilities(images(3, model.spec)).shape == (3, 2)
@@ -200,7 +200,7 @@ def test_a_table_model_round_trips_through_onnx_predict_frame(frame, target, opt
     frame.to_csv(tmp_path / "t.csv", index=False)
     run = dlkit.train(data=str(tmp_path / "t.csv"), target=target, out=str(tmp_path / "run"), **{**FAST, **options})
     predictor = dlkit.load(run.dir, device="cpu")
-    result = predictor.export_onnx()
+    result = dlkit.export_onnx(predictor)
     assert result.max_abs_diff <= 1e-4 and result.modality == "table" and "validation rows" in result.sample_source
     model = OnnxModel(result.path)
     assert model.modality == "table" and model.spec == predictor.spec and model.classes == predictor.classes
@@ -220,13 +220,13 @@ def test_a_table_model_round_trips_through_onnx_predict_frame(frame, target, opt
     assert any("unseen categories" in n for n in got_notes) and any("extra" in n for n in got_notes)
     folds = TablePredictor([predictor.model] * 2, [predictor.spec] * 2, predictor.meta, predictor.device, None)
     with pytest.raises(UserError, match="a CV folder holds one model per fold"):  # refused before any work
-        folds.export_onnx(tmp_path / "cv.onnx")
+        dlkit.export_onnx(folds, tmp_path / "cv.onnx")
 
 
 # ---- int8 ----------------------------------------------------------------------------------------------------------
 
 def test_int8_quantization_reports_accuracy_and_size_change(trained, exported, image_data):
-    result = dlkit.load(trained, device="cpu").export_onnx(quantize="int8")
+    result = dlkit.export_onnx(dlkit.load(trained, device="cpu"), quantize="int8")
     q = result.quantized
     assert result.path == trained / "export" / "model.int8.onnx" and result.size_bytes == result.path.stat().st_size
     assert q["metric"] == "accuracy" and q["samples"] == result.samples and 0 <= q["int8"] <= 1
@@ -324,7 +324,7 @@ def test_top1_flips_fail_but_ties_within_tolerance_do_not():
 
 def test_unreadable_data_falls_back_to_random_inputs_with_a_note(tmp_path):
     run = image_run(tmp_path, "softmax", tmp_path / "gone")
-    result = dlkit.load(run, device="cpu").export_onnx(tmp_path / "s.onnx")
+    result = dlkit.export_onnx(dlkit.load(run, device="cpu"), tmp_path / "s.onnx")
     assert "random images" in result.sample_source and any("random" in n for n in result.notes)
     assert result.max_abs_diff <= 1e-4 and (tmp_path / "s.onnx").is_file()
 

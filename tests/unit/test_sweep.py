@@ -24,7 +24,7 @@ import dlkit  # noqa: E402
 from dlkit.cli.main import main  # noqa: E402
 from dlkit.errors import UserError  # noqa: E402
 from dlkit.track.runs import list_runs  # noqa: E402
-from dlkit.training.sweep_space import apply_params, parse_param, parse_params  # noqa: E402
+from dlkit.tune.space import apply_params, parse_param, parse_params  # noqa: E402
 
 FAST = {"tensorboard": False, "report": False}
 FAST_FLAGS = ["--no-tensorboard", "--no-report"]
@@ -95,7 +95,7 @@ def test_trial_values_join_the_base_model_args_instead_of_replacing_them():
 
 
 def test_of_two_workers_racing_for_the_last_slot_exactly_one_gets_it():
-    from dlkit.training.sweep import has_slot
+    from dlkit.tune.study import has_slot
 
     study = optuna.create_study()
     for _ in range(2):

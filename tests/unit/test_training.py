@@ -43,7 +43,8 @@ def test_streamed_and_in_memory_paths_give_the_same_evaluation(folder, tmp_path)
     run = dlkit.train(data=str(folder), model="mlp", image_size=12, epochs=1, batch_size=4,
                       out=str(tmp_path / "run"), tensorboard=False, quiet=True)
     from dlkit.data import make_batches, open_source, prepare_split
-    from dlkit.training.loop import Inputs, predict_logits
+    from dlkit.data.transforms import Inputs
+    from dlkit.infer.logits import predict_logits
 
     predictor = run.load()
     source = open_source(str(folder))

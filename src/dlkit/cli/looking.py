@@ -119,7 +119,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from ..evaluation.summary import format_summary, summarize, summarize_checkpoint
 
     target = Path(args.model)
-    args.batch_size = args.batch_size or _default_batch(target, table=args.input.isdigit())
+    if args.batch_size is None:  # 0 stays 0, for summarize to refuse in one line
+        args.batch_size = _default_batch(target, table=args.input.isdigit())
     if target.exists():
         result = summarize_checkpoint(target, batch_size=args.batch_size, optimizer=args.optimizer,
                                       trust_code=args.trust_code, model_code=args.model_code)

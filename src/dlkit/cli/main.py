@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141  # 128 + SIGPIPE, the status a shell shows for `yes | head -1`'s yes
     except Exception as e:
-        from ..training.trainer import TrainingInterrupted
+        from ..errors import TrainingInterrupted
 
         if "does not have a deterministic implementation" in str(e):  # --deterministic met an op that has none
             op = str(e).split(" does not have")[0].strip()

@@ -38,6 +38,31 @@ def guess_file_channels(paths: list[Path], probe: int = 16) -> int:
     return 1
 
 
+SMALL_SIDE = 64  # files of one size no larger than this train at their own size
+
+
+def uniform_small_side(paths: list[Path], probe: int = 256) -> int | None:
+    """The shorter side of the images when an even sample of the files (up to `probe`, headers only: ~50 us
+    each) all have one size, no side over SMALL_SIDE px; else None. A file that differs later is resized as any."""
+    from PIL import Image
+
+    if not paths:
+        return None
+    step = max(1, len(paths) // probe)
+    sizes = set()
+    for path in paths[::step][:probe]:
+        try:
+            with Image.open(path) as img:
+                sizes.add(img.size)
+        except (OSError, ValueError):
+            continue  # unreadable: found and listed when the data is decoded
+        if len(sizes) > 1:
+            return None
+    if len(sizes) != 1 or max(next(iter(sizes))) > SMALL_SIDE:
+        return None
+    return min(next(iter(sizes)))
+
+
 def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep: bool,
                  disk_cache: bool = False) -> tuple[Samples, list[str]]:
     """Decode every file once (in worker processes, or threads: data/decode_pool.py). Unreadable ones are reported

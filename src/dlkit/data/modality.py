@@ -23,10 +23,9 @@ def modality_for(data: str, objects: tuple | None = None) -> "Images | Tables":
     """The modality of a --data spec; `objects`: the user's own Dataset objects, passed from Python."""
     from .table_builtins import is_table
 
-    if objects or str(data).startswith(DATASET_PREFIX):
-        from . import user  # registers the "dataset" modality
-
-        return user.UserDatasets(*(objects or (None,)))  # unbound (a saved config): preparing it says what to do
+    if objects or str(data).startswith(DATASET_PREFIX):  # data/user.py registers it (imported by data/__init__)
+        datasets = MODALITIES.get("dataset")
+        return datasets(*(objects or (None,)))  # unbound (a saved config): preparing it says what to do
     return MODALITIES.get("table" if is_table(str(data)) else "image")
 
 
@@ -43,13 +42,15 @@ class Images:
     recipe: dict[str, Any] = {}  # TrainConfig's defaults are the image recipe
 
     @staticmethod
-    def prepare(cfg, default_size: int):
-        from . import open_source, prepare_data
+    def prepare(cfg, default_size: int, smallest: int = 1):
+        from .layouts import open_source
+        from .prepare import prepare_data
 
         source = open_source(cfg.data, cfg.data_dir, cfg.val_split, cfg.seed, cfg.allow_outside_root)
         if cfg.folds or cfg.refit:
             source = _image_folds(source, cfg)
-        data = prepare_data(source, cfg.image_size, cfg.channels, default_size, cfg.cache, cfg.strict, cfg.disk_cache)
+        data = prepare_data(source, cfg.image_size, cfg.channels, default_size, cfg.cache, cfg.strict, cfg.disk_cache,
+                            smallest)
         if len(data.train) == 0 or len(data.val) == 0:
             raise UserError(f"{cfg.data}: no readable images left in the "
                             f"{'training' if not len(data.train) else 'validation'} split")
@@ -87,7 +88,7 @@ class Images:
     @staticmethod
     def inputs(spec, augment=None, channels_last: bool = False) -> Callable:
         """uint8 batches -> augmented (in-memory data, training), normalised float input."""
-        from ..training.loop import Inputs
+        from .transforms import Inputs
 
         return Inputs(spec, augment, channels_last)
 
@@ -240,8 +241,8 @@ class Tables:
         return replace(cfg, **changes)
 
     @staticmethod
-    def prepare(cfg, default_size: int = 0):
-        from . import PreparedData
+    def prepare(cfg, default_size: int = 0, smallest: int = 1):
+        from .source import PreparedData
         from .table_reading import infer_columns
         from .tables import TableSpec
 

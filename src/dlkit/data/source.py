@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import require
+from ..errors import UserError, require
+from .spec import PreprocessSpec
 
 
 @dataclass
@@ -129,3 +130,30 @@ def check_classes(classes: list[str], labels: torch.Tensor, where: str) -> None:
         len(present) >= 2,
         f"only one class ({classes[present[0]]}) found in {where}; a classifier needs at least two classes",
     )
+
+
+@dataclass
+class PreparedData:
+    source: DataSource                 # or a TableSource
+    spec: PreprocessSpec               # or a TableSpec
+    train: Samples
+    val: Samples
+    notes: list[str] = field(default_factory=list)
+    headline: str = ""                 # the one line printed about the data: counts, layout, input
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train.inputs is not None
+
+
+def relabel(samples: Samples, source_classes: list[str], model_classes, data: str) -> Samples:
+    """Map the data's class indices to the model's by name (folders may list classes in another order)."""
+    if list(source_classes) == list(model_classes):
+        return samples
+    index = {name: i for i, name in enumerate(model_classes)}
+    unknown = [c for c in source_classes if c not in index]
+    if unknown:
+        raise UserError(f"{data} has class(es) {', '.join(unknown[:5])} the model was not trained on; "
+                        f"it knows {', '.join(list(model_classes)[:10])}")
+    mapping = torch.tensor([index[c] for c in source_classes])
+    return Samples(mapping[samples.labels], samples.images, samples.paths)

@@ -1,8 +1,11 @@
 """uint8 images -> normalised float model input, the same function for training, evaluation and prediction."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from .augment import BatchAugment
 from .images import resize_center
 from .spec import PreprocessSpec
 
@@ -46,3 +49,19 @@ def channel_stats(images: torch.Tensor, max_images: int = 20000) -> tuple[tuple[
         sample = sample.double() / 255
         mean, std = sample.mean(dim=(0, 2, 3)), sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+@dataclass
+class Inputs:
+    """uint8 batches -> model input: augmentation (training only, in-memory data) then the spec's normalisation."""
+
+    spec: PreprocessSpec
+    augment: BatchAugment | None = None
+    channels_last: bool = False
+
+    def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        x = images.float().div_(255)
+        if train and self.augment is not None:
+            x = self.augment(x)
+        x = normalize(x, self.spec)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..training.loop import Inputs
+from .transforms import Inputs
 from .modality import Images, MODALITIES
 from .source import holdout_indices
 from .spec import PreprocessSpec
@@ -134,7 +134,7 @@ class UserDatasets(Images):
     def __init__(self, train: Any, val: Any = None):
         self.train, self.val = train, val
 
-    def prepare(self, cfg, default_size: int):
+    def prepare(self, cfg, default_size: int, smallest: int = 1):
         if self.train is None:
             raise UserError(f"{cfg.data} was your own Dataset object, which only Python can pass again: "
                             "dlkit.train(data=your_dataset, ...), or --data FOLDER")
@@ -150,8 +150,7 @@ class UserDatasets(Images):
 
 def prepare_datasets(train: Any, val: Any, cfg, default_size: int):
     """The spec and the two splits of the user's datasets (val: a seeded, stratified hold-out when not given)."""
-    from . import PreparedData
-    from .source import DataSource
+    from .source import DataSource, PreparedData
 
     name = dataset_name(train)
     _check_dataset(train, "data")

@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..data import make_batches, open_source, prepare_split
-from ..data.source import Samples
+from ..data.source import relabel
 from ..errors import UserError
 from ..infer.predictor import Predictor, run_dir_of
-from ..training.loop import Inputs, predict_logits
+from ..data.transforms import Inputs
+from ..infer.logits import predict_logits
 from .metrics import classification_metrics, save_confusion_png
 
 
@@ -41,7 +40,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
 
         source = _image_folds(source, SimpleNamespace(**{k: cfg.get(k, d) for k, d in (
             ("refit", False), ("val_split", 0.2), ("seed", 0), ("folds", None), ("fold", 0))}))
-    samples = _relabel(source.split(split), source.classes, spec.class_names, data)
+    samples = relabel(source.split(split), source.classes, spec.class_names, data)
     samples, notes = prepare_split(samples, spec, cfg.get("cache", "auto"))
     batches = make_batches(samples, spec, batch_size, False, predictor.device, workers=cfg.get("workers"))
     logits, labels = predict_logits(predictor.model, batches, Inputs(spec))
@@ -53,19 +52,6 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     save_confusion_png(result["confusion_matrix"], spec.class_names, png, f"{data} ({split}) accuracy {result['accuracy']:.4f}")
     result["confusion_png"] = str(png)
     return EvalResult(result)  # a dict that shows itself in a notebook
-
-
-def _relabel(samples: Samples, source_classes: list[str], model_classes, data: str) -> Samples:
-    """Map the data's class indices to the model's by name (folders may list classes in another order)."""
-    if list(source_classes) == list(model_classes):
-        return samples
-    index = {name: i for i, name in enumerate(model_classes)}
-    unknown = [c for c in source_classes if c not in index]
-    if unknown:
-        raise UserError(f"{data} has class(es) {', '.join(unknown[:5])} the model was not trained on; "
-                        f"it knows {', '.join(list(model_classes)[:10])}")
-    mapping = torch.tensor([index[c] for c in source_classes])
-    return Samples(mapping[samples.labels], samples.images, samples.paths)
 
 
 def evaluate_table(predictor, data: str | None, split: str) -> dict[str, Any]:

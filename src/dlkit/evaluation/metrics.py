@@ -1,37 +1,11 @@
-"""Classification metrics from logits: loss, accuracy, top-5, per-class precision/recall/F1, confusion matrix."""
+"""Classification metrics as people read them: the printed report, the confusion matrix's PNG, the most confused
+pairs. (The numbers themselves are the task's: tasks.classification_metrics.)"""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
-import torch.nn.functional as F
+from ..tasks import classification_metrics, confusion_matrix  # noqa: F401  (evaluation's public names)
 
-
-def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """k x k counts, rows true and columns predicted: one bincount (microseconds; no metrics library to import)."""
-    return torch.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
-
-
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
-    k = len(class_names)
-    preds = logits.argmax(1)
-    matrix = confusion_matrix(preds, labels, k)
-    hits, predicted, support = matrix.diagonal(), matrix.sum(0), matrix.sum(1)
-    precision = torch.where(predicted > 0, hits / predicted.clamp(min=1), 0.0)  # 0 where undefined, as sklearn's
-    recall = torch.where(support > 0, hits / support.clamp(min=1), 0.0)         # zero_division=0
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
-    result = {
-        "samples": len(labels),
-        "loss": float(F.cross_entropy(logits, labels)),
-        "accuracy": float((preds == labels).float().mean()),
-        "per_class": [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for name, p, r, f, s in zip(class_names, precision, recall, f1, support)],
-        "confusion_matrix": matrix.tolist(),
-    }
-    if k >= 5:
-        top5 = logits.topk(5, dim=1).indices
-        result["top5_accuracy"] = float((top5 == labels[:, None]).any(1).float().mean())
-    return result
 
 
 def format_report(m: dict[str, Any], class_names: Sequence[str]) -> str:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..tasks import mean_of_members
+from ..tasks import mean_of_members, task_from_meta
 
 CPU = torch.device("cpu")
 
@@ -151,10 +151,10 @@ def spread(n: int, limit: int) -> torch.Tensor:
 def _image_validation(data: str, cfg: dict[str, Any], spec, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's validation split, read as `dlkit eval` reads it, at the spec's size: uint8 images and labels."""
     from ..data import make_batches, open_source, prepare_split
-    from ..evaluation.evaluator import _relabel
+    from ..data.source import relabel
 
     source = open_source(data, cfg.get("data_dir"), cfg.get("val_split", 0.2), cfg.get("seed", 0))
-    samples = _relabel(source.split("val"), source.classes, spec.class_names, data)
+    samples = relabel(source.split("val"), source.classes, spec.class_names, data)
     if not len(samples):
         raise UserError("its validation split is empty")
     samples, _ = prepare_split(samples.subset(spread(len(samples), limit)), spec, "auto")
@@ -177,3 +177,9 @@ def _table_validation(data: str, cfg: dict[str, Any], spec, limit: int) -> tuple
         frame = frame.iloc[val.numpy()]
     frame = frame.iloc[spread(len(frame), limit).numpy()]
     return spec.transform(frame, str(data)), spec.encode_target(frame[spec.target], str(data))
+
+
+def task_of(predictor):
+    if hasattr(predictor, "task"):
+        return predictor.task
+    return task_from_meta(predictor.meta.get("task"), predictor.classes)

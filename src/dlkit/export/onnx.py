@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from .graphs import CPU, MODALITIES
+from .graphs import CPU, MODALITIES, task_of
 from .quantize import quantizer_for
-from .runtime import EXTRAS_HINT, FORMAT, FORMAT_VERSION, OnnxModel, session_options
+from .runtime import CHUNK, EXTRAS_HINT, FORMAT, FORMAT_VERSION, OnnxModel, checked_bytes, run_bytes
 
 __all__ = ["ExportResult", "OnnxModel", "export_onnx", "format_result"]
 
@@ -29,7 +29,6 @@ TOLERANCE = 1e-4          # max abs difference of fp32 outputs, ONNX Runtime vs 
 MIN_OPSET = 18            # the dynamo exporter's lowest opset
 CHECK_SAMPLES = 256       # validation samples compared with PyTorch
 QUANTIZE_SAMPLES = 10000  # validation samples the quantized accuracy is measured on (at most)
-CHUNK = 64                # batch size when running the checks
 
 
 @dataclass
@@ -56,12 +55,13 @@ class ExportResult:
 
 
 def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | None = None, opset: int | None = None,
-                overwrite: bool = False, check_samples: int = CHECK_SAMPLES,
-                tolerance: float = TOLERANCE) -> ExportResult:
-    """Export a loaded model (dlkit.load(run)) to ONNX, check it against PyTorch, then write it atomically.
+                overwrite: bool = False, check_samples: int = CHECK_SAMPLES, tolerance: float = TOLERANCE,
+                trust_code: bool = False, model_code: str | Path | None = None) -> ExportResult:
+    """Export a run, a checkpoint or a loaded model to ONNX, check it against PyTorch, then write it atomically.
 
     Args:
-        predictor: a Predictor or TablePredictor (one model, not a CV folder's folds).
+        predictor: a run folder or checkpoint file (loaded on the CPU, with trust_code / model_code as for
+            dlkit.load), or a Predictor or TablePredictor (one model, not a CV folder's folds).
         out: the .onnx file (default <run>/export/model.onnx, or model.int8.onnx when quantized).
         quantize: None, or "int8" (onnxruntime dynamic quantization; the fp32 graph is still checked first).
         opset: ONNX opset (default: the exporter's); at least 18.
@@ -71,9 +71,13 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
     Returns: ExportResult (path, opset, max_abs_diff, top1_agreement, size_bytes, quantized figures, ...).
     Raises: UserError for a bad argument, a missing extra, an existing file, or a failed check (nothing written).
 
-    Example: `dlkit.load("runs/x").export_onnx("model.onnx")`
+    Example: `dlkit.export_onnx("runs/x", "model.onnx")`, or `dlkit.export_onnx(dlkit.load("runs/x"))`
     """
     onnx = require_extras()
+    if isinstance(predictor, (str, Path)):
+        from ..infer import load
+
+        predictor = load(predictor, device="cpu", model_code=model_code, trust_code=trust_code)
     quantizer = quantizer_for(quantize)
     opset = _check_opset(opset, onnx)
     if len(getattr(predictor, "models", ())) > 1:
@@ -192,34 +196,6 @@ def _output_name(kind, spec) -> str:
     return getattr(kind, "output_name", None) or ("logits" if spec.task == "classification" else "scaled_prediction")
 
 
-def checked_bytes(onnx, proto) -> bytes:
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise UserError(f"the exported graph fails onnx.checker ({str(e).splitlines()[0][:150]}); nothing was "
-                        "written; try another --opset") from None
-    return proto.SerializeToString()
-
-
-def run_bytes(data: bytes, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-    """An ONNX model (bytes) on onnxruntime over `inputs` in chunks, plus one call at batch 1 (the dynamic batch
-    must hold there too): float32 outputs."""
-    import numpy as np
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise UserError(f"onnxruntime {ort.__version__} cannot load the exported graph "
-                        f"({str(e).splitlines()[0][:150]}); nothing was written; try a lower --opset") from None
-    name = session.get_inputs()[0].name
-    run = lambda x: torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.numpy())})[0]).float()  # noqa
-    if len(inputs):
-        run(inputs[:1])
-    parts = [run(inputs[s:s + CHUNK]) for s in range(0, len(inputs), CHUNK)]
-    return torch.cat(parts) if parts else torch.zeros(0)
-
-
 def compare(reference: torch.Tensor, got: torch.Tensor, tolerance: float,
             classes: bool) -> tuple[float, float | None, int]:
     """(max abs diff, top-1 agreement, top-1 flips that are not ties). A flip between two classes whose reference
@@ -287,15 +263,6 @@ def training_metrics(predictor) -> dict[str, Any]:
             pass
     meta = predictor.meta
     return {k: meta[k] for k in ("monitor", "best_value", "best_epoch", "metrics") if k in meta}
-
-
-def task_of(predictor):
-    if hasattr(predictor, "task"):
-        return predictor.task
-    from ..tasks import task_from_meta
-
-    return task_from_meta(predictor.meta.get("task"), predictor.classes)
-
 
 
 # ---- report --------------------------------------------------------------------------------------------------------

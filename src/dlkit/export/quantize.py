@@ -27,7 +27,8 @@ def quantize_int8(data: bytes, proto, predictor, samples: CheckSamples, onnx) ->
     this way, 84 KiB with its convolutions too)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .onnx import checked_bytes, run_bytes, task_of  # here, not at the top: onnx.py imports this module
+    from .graphs import task_of
+    from .runtime import checked_bytes, run_bytes
 
     with tempfile.TemporaryDirectory(prefix="dlkit-export-") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"

@@ -18,6 +18,7 @@ from ..errors import UserError
 FORMAT = "dlkit-onnx"      # metadata_props["format"]: marks a file written by `dlkit export`
 FORMAT_VERSION = 1
 EXTRAS_HINT = "pip install 'dlkit[export]'"
+CHUNK = 64                 # batch size when running an exported graph over samples (export's checks)
 
 
 def import_onnxruntime():
@@ -191,3 +192,33 @@ class _GraphModule:
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         return self.model.outputs(rows.float())
+
+
+# ---- an exported graph's bytes, checked and run: what export and quantization compare with PyTorch ----------
+
+def checked_bytes(onnx, proto) -> bytes:
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise UserError(f"the exported graph fails onnx.checker ({str(e).splitlines()[0][:150]}); nothing was "
+                        "written; try another --opset") from None
+    return proto.SerializeToString()
+
+
+def run_bytes(data: bytes, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+    """An ONNX model (bytes) on onnxruntime over `inputs` in chunks, plus one call at batch 1 (the dynamic batch
+    must hold there too): float32 outputs."""
+    import numpy as np
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise UserError(f"onnxruntime {ort.__version__} cannot load the exported graph "
+                        f"({str(e).splitlines()[0][:150]}); nothing was written; try a lower --opset") from None
+    name = session.get_inputs()[0].name
+    run = lambda x: torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.numpy())})[0]).float()  # noqa
+    if len(inputs):
+        run(inputs[:1])
+    parts = [run(inputs[s:s + CHUNK]) for s in range(0, len(inputs), CHUNK)]
+    return torch.cat(parts) if parts else torch.zeros(0)

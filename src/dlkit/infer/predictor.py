@@ -181,13 +181,6 @@ class Predictor:
         values, index = probs.topk(min(k, len(probs)))
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
 
-    def export_onnx(self, path=None, **options):
-        """This model as an ONNX file, checked against PyTorch first; see dlkit.export.onnx.export_onnx.
-        Example: `dlkit.load("runs/x").export_onnx("model.onnx")`"""
-        from ..export.onnx import export_onnx
-
-        return export_onnx(self, path, **options)
-
 
 def load(path: str | Path, device: str = "auto", model_code: str | None = None, trust_code: bool = False) -> Predictor:
     """Load a run folder or checkpoint file for prediction. Example: `dlkit.load("runs/x").predict("cat.jpg")`.

@@ -131,12 +131,6 @@ class TablePredictor:
         """Predictions for a table file, DataFrame, dict or list of dicts, as a DataFrame."""
         return self.predict_frame(table, id_column)[0]
 
-    def export_onnx(self, path=None, **options):
-        """This model as an ONNX file, checked against PyTorch first; see dlkit.export.onnx.export_onnx."""
-        from ..export.onnx import export_onnx
-
-        return export_onnx(self, path, **options)
-
 
 def rows_frame(rows: Sequence[dict], spec: TableSpec, where: str = "the rows"):
     """Rows as dicts (JSON, Python) -> a DataFrame with every column the model uses. A key left out of a row is a

@@ -13,7 +13,7 @@ from .user import is_user_spec
 from .zoo import TV_PREFIX, create_torchvision, load_backbone_weights, torchvision_builder
 
 __all__ = ["Classifier", "MODELS", "TABLE_MODELS", "create_model", "default_size", "is_user_spec", "list_models",
-           "load_backbone_weights"]
+           "load_backbone_weights", "smallest_size"]
 
 TV_FIXED = ("weights", "progress")  # dlkit's to set: weights come from --weights, never a download
 TABLE_ARGS = ("in_features", "continuous", "cardinalities", "num_outputs")
@@ -30,6 +30,16 @@ def default_size(name: str) -> int:
     if is_user_spec(name) or name.startswith("<"):
         return 32  # the learner's own network: the course's CIFAR-sized input, unless --image-size says otherwise
     return 224 if name.startswith(TV_PREFIX) else MODELS.entry(name).info.get("default_size", 32)
+
+
+def smallest_size(name: str) -> int:
+    """The smallest input side a model takes: its registry entry's min_size; torchvision's 32 (their stems
+    stride 32); the learner's own network any."""
+    if name.startswith(TV_PREFIX):
+        return 32
+    if is_user_spec(name) or name.startswith("<") or name not in MODELS:
+        return 1
+    return MODELS.entry(name).info.get("min_size", 1)
 
 
 def create_model(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, **options) -> Classifier:

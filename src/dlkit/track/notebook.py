@@ -142,7 +142,7 @@ def _confusion(matrix, names, title):
 
 
 def summary_html(s: dict[str, Any]) -> str:
-    from ..evaluation.summary import format_summary
+    from .summary_text import format_summary
 
     answers = []
     for line in format_summary(s).splitlines()[-4:]:  # the four answers, worded once, in format_summary

@@ -151,7 +151,7 @@ class TensorBoardLogger:
                                                   figures.image_grid(images_of(samples), titles), epoch))
 
     def _pr_and_confusion(self, logits: torch.Tensor, labels: torch.Tensor, names, epoch: int) -> None:
-        from ..evaluation.metrics import classification_metrics
+        from ..tasks import classification_metrics
 
         probs = logits.softmax(1)
         for c, name in list(enumerate(names))[:MAX_PR_CLASSES]:

@@ -82,7 +82,7 @@ def exit_code(error: Exception) -> int:
     the others met the same one, except an error of their own, which they print with their rank. A collective that
     failed because another rank went away: one line, as torchrun's report after it names the rank that stopped first.
     """
-    from .trainer import TrainingInterrupted
+    from ..errors import TrainingInterrupted
 
     if world_size() == 1:
         raise error

@@ -7,25 +7,7 @@ from typing import Callable
 
 import torch
 
-from ..data.augment import BatchAugment
-from ..data.spec import PreprocessSpec
-from ..data.transforms import normalize
-
-
-@dataclass
-class Inputs:
-    """uint8 batches -> model input: augmentation (training only, in-memory data) then the spec's normalisation."""
-
-    spec: PreprocessSpec
-    augment: BatchAugment | None = None
-    channels_last: bool = False
-
-    def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        x = images.float().div_(255)
-        if train and self.augment is not None:
-            x = self.augment(x)
-        x = normalize(x, self.spec)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+from ..data.transforms import Inputs
 
 
 def finite(loss: torch.Tensor) -> bool:
@@ -89,20 +71,3 @@ def epoch_metrics(totals: torch.Tensor) -> dict[str, float]:
     loss_sum, score, count, skipped = totals.tolist()
     count = max(count, 1.0)
     return {"loss": loss_sum / count, "acc": score / count, "score": score, "count": count, "skipped": int(skipped)}
-
-
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, batches, inputs: Inputs,
-                   autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
-    """(outputs, targets) for every batch, on the CPU, in order: logits for classes, scaled values for numbers."""
-    model.eval()
-    all_logits, all_labels = [], []
-    for images, labels in batches:
-        with autocast():
-            logits = model(inputs(images, train=False))
-        all_logits.append(logits.float().cpu())
-        all_labels.append(labels.cpu())
-    return torch.cat(all_logits), torch.cat(all_labels)
-
-
-

@@ -20,8 +20,8 @@ from ..data import PreparedData, make_batches
 from ..data.augment import BatchAugment
 from ..data.modality import inputs_for, modality_for
 from ..models.user import load_models_from
-from ..errors import UserError
-from ..models import default_size
+from ..errors import TrainingInterrupted, UserError
+from ..models import default_size, smallest_size
 from ..track.console import Console, ConsoleProgress
 from ..track.rundir import MetricsFile, new_run_dir, save_samples, write_config
 from .. import storage as ckpt
@@ -31,22 +31,14 @@ from .callbacks import Checkpointer, EarlyStopping
 from ..device import (amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, process_seconds,
                       resolve_device)
 from .model_setup import build_model
-from .loop import StepParts, epoch_metrics, finite, new_totals, predict_logits, train_one_epoch
+from ..infer.logits import predict_logits
+from .loop import StepParts, epoch_metrics, finite, new_totals, train_one_epoch
 from .optim import OPTIMIZERS, lr_multiplier
 from .run_summary import count_parameters, run_summary, timing
 
 
 # hooks called between training steps, whose time counts as per-epoch tracking (on_batch_end runs inside the steps)
 TRACKING_HOOKS = ("on_epoch_start", "on_epoch_end", "on_validation_end")
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM arrived; the step finished and `last` was saved. exit_code is 128 + the signal number."""
-
-    def __init__(self, signum: int, run_dir: Path, step: int):
-        self.signum, self.run_dir, self.step = signum, run_dir, step
-        self.exit_code = 128 + signum
-        super().__init__(f"{signal.Signals(signum).name} at step {step}: saved {run_dir}/checkpoints/last.safetensors")
 
 
 class _StopNow(Exception):
@@ -152,7 +144,8 @@ class Trainer:
         return self.val_batches if self.dist.world_size == 1 else self._whole_val_batches()
 
     def _prepare_data(self) -> PreparedData:
-        data = self.prepared or self.modality.prepare(self.cfg, default_size(self.cfg.model))
+        model = self.cfg.model
+        data = self.prepared or self.modality.prepare(self.cfg, default_size(model), smallest_size(model))
         self.console.print(data.headline)
         for note in data.notes:
             self.console.note(note)
@@ -192,7 +185,7 @@ class Trainer:
 
             callbacks.append(TensorBoardLogger(self.run_dir / "tb", cfg))
         if cfg.report:
-            from ..track.artifacts import RunArtifacts
+            from .artifacts import RunArtifacts
 
             callbacks.append(RunArtifacts())
         return callbacks + self.modality.callbacks(cfg) + extra

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..storage import atomic_write_text, load_tensors
-from . import figures
+from ..track import figures
 
 MISTAKES = 12
 
@@ -78,7 +78,7 @@ class RunArtifacts:
     def _best_logits(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
         """Validation outputs of the best checkpoint, the one `dlkit eval` and `dlkit predict` use (it is left
         loaded in the model, so what follows describes the best checkpoint too)."""
-        from ..training.loop import predict_logits
+        from ..infer.logits import predict_logits
 
         if trainer.best_epoch == trainer.epoch:
             return trainer.val_logits, trainer.val_labels

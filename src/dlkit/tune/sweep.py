@@ -8,45 +8,18 @@ killed process on this host is marked failed when the sweep starts again, and it
 """
 from __future__ import annotations
 
-import logging
 import os
-import socket
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..config import TrainConfig, make_config
 from ..errors import UserError, require
 from ..track.console import Console
-from .sweep_space import Param, base_dicts, check_values, parse_params
-
-STUDY_FILE = "study.journal"
-HEARTBEAT_S, GRACE_S = 30, 120  # database storages: a trial whose process stopped beating this long is failed
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """What every worker process needs; picklable, so --jobs can hand it to new processes."""
-
-    dir: Path
-    config: str | None
-    overrides: dict[str, Any]
-    dicts: dict[str, dict]     # the base config's model_args and data_args, which model_args.KEY values join
-    params: tuple[Param, ...]
-    trials: int
-    storage: str | None        # a database URL; None: the journal file in `dir`
-    study_name: str
-    monitor: str
-    maximize: bool
-    seed: int
-    pruner: str
-    prune_startup: int
-    prune_warmup: int
-    cv: int | None
-    jobs: int
-    quiet: bool
-    stream: str = "stdout"     # where --jobs workers print: stderr when stdout carries --json
+from .space import base_dicts, check_values, parse_params
+from .study import (PRUNERS, STUDY_FILE, StudyFull, SweepPlan, fail_dead_trials, load_study, open_study,
+                    quiet_optuna, taken, without_password)
 
 
 def sweep(config: str | Path | None = None, *, params: dict[str, str] | list[str], trials: int = 20,
@@ -58,7 +31,7 @@ def sweep(config: str | Path | None = None, *, params: dict[str, str] | list[str
     Args:
         config: optional YAML file of TrainConfig fields; keyword arguments override it (as for dlkit.train).
         params: what to search, {"lr": "loguniform:1e-4:1e-1", "model_args.dropout": "uniform:0:0.5"} or a list of
-            "NAME=KIND:ARGS" strings; kinds: loguniform, uniform, int, logint, choice (see sweep_space).
+            "NAME=KIND:ARGS" strings; kinds: loguniform, uniform, int, logint, choice (see tune/space.py).
         trials: the study's total of complete and pruned trials, over every process that joins it.
         out: the sweep folder (required); running again with the same folder continues the study.
         jobs: worker processes on this machine, each with cores/jobs threads.
@@ -84,13 +57,13 @@ def sweep(config: str | Path | None = None, *, params: dict[str, str] | list[str
     created = open_study(plan)
     console.print(f"sweep: {plan.trials} trials of {', '.join(p.text for p in plan.params)}; {plan.monitor} "
                   f"({'max' if plan.maximize else 'min'}imised); study {plan.study_name!r} in "
-                  f"{_without_password(plan.storage) or plan.dir / STUDY_FILE}; {plan.jobs} process(es)")
+                  f"{without_password(plan.storage) or plan.dir / STUDY_FILE}; {plan.jobs} process(es)")
     if plan.jobs == 1:
         run_worker(plan, 0, created, log)
     else:
         _run_processes(plan, created)
     from ..track.results import SweepResult
-    from .sweep_report import report
+    from .report import report
 
     return SweepResult(report(plan, console))  # a dict that shows itself in a notebook
 
@@ -100,12 +73,6 @@ def require_optuna() -> None:
 
     require(importlib.util.find_spec("optuna") is not None,
             "dlkit sweep runs on Optuna, which is not installed: pip install 'dlkit[sweep]' (or pip install optuna)")
-
-
-def _without_password(url: str | None) -> str | None:
-    import re
-
-    return url and re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
 def make_plan(config, params, trials, out, jobs, storage, study_name, cv, pruner, prune_startup, prune_warmup,
@@ -155,116 +122,13 @@ def maximizes(monitor: str) -> bool:
     return any(word in monitor for word in ("acc", "r2", "f1"))
 
 
-# ---- the study -----------------------------------------------------------------------------------------------------
-
-def open_storage(plan: SweepPlan):
-    """The study's storage: a journal file with its lock in the sweep folder, or a database with heartbeats (so a
-    trial of a machine that died is failed after GRACE_S seconds)."""
-    import optuna
-
-    if plan.storage is None:
-        from optuna.storages.journal import JournalFileBackend
-
-        plan.dir.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(plan.dir / STUDY_FILE)))
-    kwargs = {"connect_args": {"timeout": 60}} if plan.storage.startswith("sqlite") else {}  # wait for SQLite's lock
-    import warnings
-
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental"; they fail a dead machine's trial
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(plan.storage, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S)
-    except ImportError:
-        raise UserError(f"--storage {_without_password(plan.storage)}: its database driver is not installed "
-                        "(PostgreSQL: pip install psycopg2-binary; MySQL: pip install pymysql, URL mysql+pymysql://)"
-                        ) from None
-    except (ValueError, SQLAlchemyError) as e:  # a bad URL, no server, no permission
-        where = _without_password(plan.storage)
-        raise UserError(f"cannot open --storage {where}: {str(e).splitlines()[0]}") from None
-
-
-def open_study(plan: SweepPlan) -> bool:
-    """Create the study (or find it, when the sweep continues); returns whether this call created it. Done once, by
-    one process, before any worker joins, since concurrent creation can corrupt a study."""
-    import optuna
-
-    _quiet_optuna()
-    storage = open_storage(plan)
-    direction = "maximize" if plan.maximize else "minimize"
-    try:
-        study = optuna.create_study(storage=storage, study_name=plan.study_name, direction=direction)
-        study.set_user_attr("monitor", plan.monitor)
-        return True
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=plan.study_name, storage=storage)
-    known = study.user_attrs.get("monitor")
-    require(known in (None, plan.monitor), f"study {plan.study_name!r} optimises {known}, not {plan.monitor}; use "
-                                           "another --out or --study-name, or the same --monitor")
-    return False
-
-
-def load_study(plan: SweepPlan, seed: int = 0):
-    """The study as a worker sees it (its own seeded TPE sampler, the plan's pruner), and its storage."""
-    import optuna
-
-    storage = open_storage(plan)
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    study = optuna.load_study(study_name=plan.study_name, storage=storage, sampler=sampler,
-                              pruner=PRUNERS[plan.pruner](plan))
-    return study, storage
-
-
-def _median(plan: SweepPlan):
-    import optuna
-
-    return optuna.pruners.MedianPruner(n_startup_trials=plan.prune_startup, n_warmup_steps=plan.prune_warmup)
-
-
-def _no_pruning(plan: SweepPlan):
-    import optuna
-
-    return optuna.pruners.NopPruner()
-
-
-PRUNERS = {"median": _median, "none": _no_pruning}
-
-
-def _quiet_optuna() -> None:
-    """Optuna logs each trial at INFO; dlkit prints its own line per trial. Warnings stay, except for the trials that
-    found the study full (failed on purpose, never counted)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for handler in logging.getLogger("optuna").handlers:  # a handler's filter sees its child loggers' records too
-        if not any(isinstance(f, _HideFull) for f in handler.filters):
-            handler.addFilter(_HideFull())
-
-
-class _HideFull(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()  # Optuna's two lines on a failed trial: its error, then "failed with value None"
-        return "StudyFull" not in message and not message.endswith("failed with value None.")
-
-
-# ---- workers -------------------------------------------------------------------------------------------------------
-
-LIVE = ("COMPLETE", "PRUNED", "RUNNING")  # the states that hold a slot of --trials
-
-
-class StudyFull(Exception):
-    """The trial asked for a slot after --trials others had taken them: it is failed and not counted."""
-
-
 def run_worker(plan: SweepPlan, index: int, created: bool, log: TextIO | None = None) -> None:
     """Run trials until the study holds `plan.trials` complete, pruned or running ones."""
     from functools import partial
 
-    from .sweep_trial import objective
+    from .trial import objective
 
-    _quiet_optuna()
+    quiet_optuna()
     # The process that created the study seeds its sampler with --seed (+ its worker index): a fresh sweep repeats.
     # A process joining an existing study (another command, a machine, a resumed sweep) adds its pid, or it would
     # draw the same random start-up trials as the first process did.
@@ -277,76 +141,6 @@ def run_worker(plan: SweepPlan, index: int, created: bool, log: TextIO | None = 
         if taken(study) >= plan.trials or (plan.jobs > 1 and os.getppid() != parent):  # full, or the sweep was killed
             return
         study.optimize(partial(objective, plan, console, index), n_trials=1, catch=(StudyFull,))
-
-
-def taken(study) -> int:
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=tuple(TrialState[s] for s in LIVE)))
-
-
-def has_slot(trial, total: int) -> bool:
-    """Whether fewer than `total` trials numbered before this one hold a slot. Numbers are given out by the storage
-    in order, so of two workers racing for the last slot exactly one gets it."""
-    from optuna.trial import TrialState
-
-    before = trial.study.get_trials(deepcopy=False, states=tuple(TrialState[s] for s in LIVE))
-    return sum(t.number < trial.number for t in before) < total
-
-
-def owner() -> dict[str, Any]:
-    """This process, as recorded in each trial it runs: host, pid and the pid's start time (pids are reused)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _start_ticks(os.getpid())}
-
-
-def fail_dead_trials(study, storage, study_name: str) -> list[int]:
-    """Mark failed the RUNNING trials whose process on this host is gone (a killed sweep); returns their numbers.
-    Trials of other machines are failed by the database's heartbeat instead."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    failed, host = [], socket.gethostname()
-    study_id = storage.get_study_id_from_name(study_name)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        who = trial.user_attrs.get("owner")
-        if not who or who.get("host") != host or _alive(who.get("pid"), who.get("started")):
-            continue
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        try:
-            storage.set_trial_user_attr(trial_id, "failed", "its process ended before the trial did")
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            failed.append(trial.number)
-        except UpdateFinishedTrialError:  # another process failed it first
-            pass
-    return failed
-
-
-def _alive(pid: int | None, started: str | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process now has this pid
-        return started is None
-    now = _start_ticks(pid)
-    return now is None or (now == started and _state(pid) != "Z")
-
-
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks after boot (Linux /proc); None where there is no /proc."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def _run_processes(plan: SweepPlan, created: bool) -> None:

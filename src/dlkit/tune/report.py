@@ -20,7 +20,7 @@ NOT_IN_BEST = ("out", "folds", "fold", "refit")
 
 def report(plan, console: Console) -> dict[str, Any]:
     """Write trials.csv, best.yaml and the plots into the sweep folder, print the table; returns the summary."""
-    from .sweep import load_study
+    from .study import load_study
 
     study, _ = load_study(plan)
     names = [p.name for p in plan.params]
@@ -102,7 +102,7 @@ def _num(value: Any) -> str:
 
 
 def _values(params: dict[str, Any]) -> str:
-    from .sweep_trial import format_values
+    from .trial import format_values
 
     return format_values(params)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..track.console import Console
-from .sweep_space import apply_params
+from .space import apply_params
 
 
 class TrialReporter:
@@ -39,7 +39,7 @@ class TrialReporter:
     def on_exception(self, trainer, error: BaseException) -> None:
         # A rate too high for the model makes the loss NaN and the Trainer stop with a UserError: a result of the
         # trial's settings (a very bad one), not the user's mistake, so the trial counts as pruned.
-        from .loop import epoch_metrics
+        from ..training.loop import epoch_metrics
 
         totals = getattr(trainer, "totals", None)
         self.diverged = isinstance(error, UserError) and totals is not None and \
@@ -50,7 +50,7 @@ def objective(plan, console: Console, worker: int, trial) -> float:
     """Optuna's objective: take a slot, draw the trial's values, train, return the monitored metric."""
     import optuna
 
-    from .sweep import StudyFull, has_slot, owner
+    from .study import StudyFull, has_slot, owner
 
     trial.set_user_attr("owner", owner())  # first: a kill from here on leaves a trial this host can fail later
     if not has_slot(trial, plan.trials):

@@ -1,0 +1,72 @@
+"""A source made ready to train on: its spec fixed (size, channels, mean/std from the training split), its splits
+decoded where they fit, and batches served from memory or files."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from .augment import file_augment
+from .loaders import FileBatches, TensorBatches, decode_files, fits_in_memory, guess_file_channels, uniform_small_side
+from .source import DataSource, PreparedData, Samples
+from .spec import PreprocessSpec
+from .transforms import channel_stats, fit_to_spec
+
+
+def prepare_data(source: DataSource, image_size: int | None, channels: int | None, default_size: int,
+                 cache: str = "auto", strict: bool = False, disk_cache: bool = False,
+                 smallest: int = 1) -> PreparedData:
+    """Fix the spec (size, channels, mean/std from the training split) and decode the splits for it.
+
+    The size: --image-size; else the data's own (tensors; or files whose images all share one size of at most
+    SMALL_SIDE px that the model takes, `smallest` and up: CIFAR's 32 px JPEGs are not blown up to 224); else the
+    model's default."""
+    native = source.train.images.shape[-1] if source.train.images is not None else None
+    channels = channels or source.channels or guess_file_channels(source.train.paths)
+    small = None if image_size or native else uniform_small_side(source.train.paths)
+    own = small if small and small >= smallest and small != default_size else None
+    size = image_size or native or own or default_size
+    spec = PreprocessSpec(size, channels, (0.0,) * channels, (1.0,) * channels, tuple(source.classes))
+    notes = list(source.notes) + ([f"every image is {small}x{small} px or that size's crop: training at {small} px "
+                                   f"(the model's default is {default_size}; --image-size overrides)"] if own else [])
+    train, train_notes = prepare_split(source.train, spec, cache, strict, disk_cache)
+    val, val_notes = prepare_split(source.val, spec, cache, strict, disk_cache)
+    notes = list(dict.fromkeys(notes + train_notes + val_notes))  # a note both splits raise (the disk cache's) once
+    if source.mean is not None and len(source.mean) == channels:
+        mean, std = source.mean, source.std
+    elif train.images is not None:
+        mean, std = channel_stats(train.images)
+    else:  # files: statistics from a decoded sample of up to 512 training images
+        probe, _ = decode_files(train.subset(torch.arange(min(512, len(train)))), channels, size, False, keep=True)
+        mean, std = channel_stats(probe.images)
+    return PreparedData(source, replace(spec, mean=mean, std=std), train, val, notes)
+
+
+def prepare_split(samples: Samples, spec: PreprocessSpec, cache: str = "auto", strict: bool = False,
+                  disk_cache: bool = False) -> tuple[Samples, list[str]]:
+    """Samples at the spec's size and channels: in memory when they fit (or already are), else checked file lists."""
+    if samples.images is not None:
+        return Samples(samples.labels, fit_to_spec(samples.images, spec)), []
+    keep = fits_in_memory(len(samples), spec.channels, spec.image_size, cache)
+    return decode_files(samples, spec.channels, spec.image_size, strict, keep=keep, disk_cache=disk_cache and keep)
+
+
+def make_batches(samples: Samples, spec: PreprocessSpec, batch_size: int, shuffle: bool, device: torch.device,
+                 seed: int = 0, workers: int | None = None, augment: str = "none", cache: str = "auto",
+                 timeout: float = 120):
+    """Batches of (uint8 images, labels) on `device`. In-memory data is augmented later, on the device."""
+    if samples.inputs is not None:
+        return TensorBatches(samples, batch_size, shuffle, device, seed, storage=_storage(samples, device, cache))
+    transform = file_augment(augment, spec.image_size) if shuffle else None
+    return FileBatches(samples, spec.channels, spec.image_size, batch_size, shuffle, device, seed, workers, transform,
+                       timeout)
+
+
+def _storage(samples: Samples, device: torch.device, cache: str) -> torch.device:
+    """Where the decoded tensor lives: on the GPU when training there and it fits in a quarter of free memory."""
+    if device.type != "cuda" or cache == "ram":
+        return device if device.type != "cuda" else torch.device("cpu")
+    if cache == "device":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if samples.inputs.numel() * samples.inputs.element_size() <= free // 4 else torch.device("cpu")

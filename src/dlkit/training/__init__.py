@@ -1,0 +1,1 @@
+"""Training: the Trainer and its loop, checkpoints and resume, DDP, the LR finder and sweeps."""
