@@ -92,7 +92,9 @@ def _environment(summary: dict, device: str) -> dict[str, Any]:
     stopped = {"stopped early": f"{summary['stopped']['reason']} at step {summary['stopped']['step']}, "
                                 f"{summary['stopped']['seconds_from_process_start']:.1f} s from process start"} \
         if summary.get("stopped") else {}
-    return {"time until this report": timing, **stopped,  # the wall time, to the run's end: timing.total_s
+    phases = {"setup, phase by phase": ", ".join(f"{name} {seconds:.2f} s" for name, seconds in t["setup"].items())} \
+        if t.get("setup") else {}
+    return {"time until this report": timing, **phases, **stopped,  # the wall time, to the run's end: timing.total_s
             "training speed": f"{summary['images_per_s']:,.0f} samples/s (median of epochs)",
             "device": device, "train / val samples": f"{summary.get('train_samples')} / {summary.get('val_samples')}",
             "parameters": f"{summary.get('parameters', 0):,}", "dlkit": __version__, "torch": torch.__version__,

@@ -46,9 +46,25 @@ def timing(trainer) -> dict[str, float]:
     the rest: the writing at the end (last checkpoint, report)."""
     total = process_seconds()
     train, val, tracking = trainer.seconds["train"], trainer.seconds["val"], trainer.seconds["tracking"]
-    return {"total_s": round(total, 2), "setup_s": round(trainer.setup_s, 2), "train_s": round(train, 2),
+    phases = getattr(trainer, "setup_clock", None)
+    return {"total_s": round(total, 2), "setup_s": round(trainer.setup_s, 2),
+            **({"setup": dict(phases.phases)} if phases else {}), "train_s": round(train, 2),
             "val_s": round(val, 2), "tracking_s": round(tracking, 3),
             "write_s": round(max(0.0, total - trainer.setup_s - train - val - tracking), 2)}
+
+
+class SetupClock:
+    """Where setup's seconds go, phase by phase from process start (start-up: the interpreter, imports and the
+    caller's own work before the Trainer; then each phase Trainer.setup marks). The phases add up to setup_s."""
+
+    def __init__(self):
+        self.last = process_seconds()
+        self.phases: dict[str, float] = {"start-up": round(self.last, 3)}
+
+    def mark(self, phase: str) -> None:
+        now = process_seconds()
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + now - self.last, 3)
+        self.last = now
 
 
 def count_parameters(model: torch.nn.Module) -> int:

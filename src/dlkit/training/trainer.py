@@ -34,7 +34,7 @@ from .model_setup import build_model
 from ..infer.logits import predict_logits
 from .loop import StepParts, epoch_metrics, finite, new_totals, train_one_epoch
 from .optim import OPTIMIZERS, lr_multiplier
-from .run_summary import count_parameters, run_summary, timing
+from .run_summary import SetupClock, count_parameters, run_summary, timing
 
 
 # hooks called between training steps, whose time counts as per-epoch tracking (on_batch_end runs inside the steps)
@@ -68,6 +68,7 @@ class Trainer:
 
     def setup(self) -> "Trainer":
         cfg = self.cfg
+        clock = self.setup_clock = SetupClock()  # setup_s, phase by phase: summary.json's timing.setup
         self.modality = modality_for(cfg.data, self.data_objects)
         load_models_from(cfg.models_from)  # @dlkit.register_model names (and installed plugins') join the registry
         self.dist = distributed.connect(resolve_device(cfg.device), cfg.nproc_per_node, cfg.sync_bn)
@@ -82,7 +83,9 @@ class Trainer:
             from PIL import Image
 
             Image.MAX_IMAGE_PIXELS = cfg.max_image_pixels
+        clock.mark("devices")
         self.data = self._prepare_data()
+        clock.mark("data")
         self.cfg = cfg = self.modality.fit_recipe(cfg, len(self.data.train))
         self.task = self.modality.task(self.data.spec)
         if cfg.loss == "auto":
@@ -91,6 +94,7 @@ class Trainer:
         self.maximize = any(word in self.monitor for word in ("acc", "r2", "f1"))
         built = build_model(cfg, self.modality, self.data.spec, self.device, self.console, self.model_object)
         self.model, self.model_args, self.model_source = built.model, built.args, built.source
+        clock.mark("model")
         if cfg.batch_size == "auto":
             found = find_batch_size(self.model, self._probe_shape(), self.device, len(self.data.train))
             found = self.dist.smallest(found)  # every rank steps with the same batch
@@ -98,6 +102,7 @@ class Trainer:
             self.cfg = cfg = replace(cfg, batch_size=found)
         channels_last = self.dist.agree(not cfg.deterministic and prefers_channels_last(  # timed: rank 0's choice,
             self.model, self._probe_batch(), self.device, autocast_for(self.device, cfg.amp)))  # DDP needs one layout
+        clock.mark("probes")
         self.model = self.dist.prepare(self.model, cfg.sync_bn)
         self.dist.split_rng(cfg.seed)
         if channels_last:
@@ -199,6 +204,7 @@ class Trainer:
                            f"| {self.device_label} | run: {self.run_dir}")
         self.fit_started = started = time.perf_counter()
         self.setup_s = process_seconds()  # process start to the first step: imports, reading, decoding, probes
+        self.setup_clock.mark("batches, optimizer, run folder")
         self._emit("on_fit_start")
         try:
             with self._signals_caught():
