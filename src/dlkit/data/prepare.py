@@ -56,17 +56,31 @@ def make_batches(samples: Samples, spec: PreprocessSpec, batch_size: int, shuffl
                  timeout: float = 120):
     """Batches of (uint8 images, labels) on `device`. In-memory data is augmented later, on the device."""
     if samples.inputs is not None:
-        return TensorBatches(samples, batch_size, shuffle, device, seed, storage=_storage(samples, device, cache))
+        nbytes = samples.inputs.numel() * samples.inputs.element_size()
+        storage, where = placement(nbytes, device, cache)
+        batches = TensorBatches(samples, batch_size, shuffle, device, seed, storage=storage)
+        batches.where = where  # the trainer's data line on CUDA says it
+        return batches
     transform = file_augment(augment, spec.image_size) if shuffle else None
     return FileBatches(samples, spec.channels, spec.image_size, batch_size, shuffle, device, seed, workers, transform,
                        timeout)
 
 
-def _storage(samples: Samples, device: torch.device, cache: str) -> torch.device:
-    """Where the decoded tensor lives: on the GPU when training there and it fits in a quarter of free memory."""
-    if device.type != "cuda" or cache == "ram":
-        return device if device.type != "cuda" else torch.device("cpu")
+DEVICE_SHARE = 4  # --cache auto keeps decoded data on the GPU when it fits in a quarter of its free memory
+
+
+def placement(nbytes: int, device: torch.device, cache: str, free_bytes: int | None = None) -> tuple[torch.device, str]:
+    """Where the decoded tensor lives, and why, from the sizes alone: on the GPU when training there and it fits in
+    1/DEVICE_SHARE of the free memory (batches are then drawn by indexing on the device: no host copy per step);
+    else in pinned host memory (non-blocking copies); on the CPU or MPS, where training runs."""
+    if device.type != "cuda":
+        return device, f"in {device.type} memory"
     if cache == "device":
-        return device
-    free, _ = torch.cuda.mem_get_info(device)
-    return device if samples.inputs.numel() * samples.inputs.element_size() <= free // 4 else torch.device("cpu")
+        return device, "on the GPU (--cache device)"
+    if cache == "ram":
+        return torch.device("cpu"), "in pinned host memory (--cache ram), copied to the GPU batch by batch"
+    free = torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes
+    sizes = f"{nbytes / 2**30:.2f} GiB decoded vs {free / 2**30:.1f} GiB free on the GPU"
+    if nbytes <= free // DEVICE_SHARE:
+        return device, f"on the GPU: {sizes} (it may take a quarter)"
+    return torch.device("cpu"), f"in pinned host memory: {sizes}, more than a quarter; copied batch by batch"

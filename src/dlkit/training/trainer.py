@@ -125,6 +125,8 @@ class Trainer:
                                                           cfg.worker_timeout))
         self.val_batches = self.dist.shard(self._whole_val_batches(), evaluation=True)
         self.steps_per_epoch = len(self.train_batches)
+        if self.device.type == "cuda" and getattr(self.train_batches, "where", None):
+            self.console.print(f"data: {self.train_batches.where}")
 
     def _open_run_dir(self) -> None:
         """A new run folder, or the resumed one and its state. Rank 0 creates it and alone writes into it; every
