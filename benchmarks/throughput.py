@@ -122,7 +122,7 @@ def _dlkit(args, data: Path, recipe: dict, shape: dict, clock: ProcessClock) -> 
     h = [r for r in run.history if not r.get("within_epoch")]
     n = args.folder_images if args.source == "folder" else TRAIN_IMAGES
     seconds = [n / r["images_per_s"] for r in h]  # each epoch's training steps only
-    return {"variant": args.variant, "precision": run.summary["device"].split()[-1],
+    return {"variant": args.variant, "precision": run.summary["device"].split(" ", 1)[1],  # "bf16", "fp32", "fp32 (tf32 matmuls)"
             "images_per_s": n * len(h) / sum(seconds),
             "steady_images_per_s": steady_rate(n, seconds),
             "test_acc": h[-1]["val_acc"], "to_last_step_s": clock.at(last_step.at),

@@ -146,9 +146,18 @@ def autocast_for(device: torch.device, amp: bool):
 
 
 def device_label(device: torch.device, amp: bool) -> str:
-    precision = "bf16" if amp_dtype(device, amp) else "fp32"
     name = f"cuda:{torch.cuda.current_device()}" if device.type == "cuda" else device.type
-    return f"{name} {precision}"
+    return f"{name} {precision_label(device, amp_dtype(device, amp) is not None)}"
+
+
+def precision_label(device: torch.device, amp: bool) -> str:
+    """What the steps compute in: bf16 under autocast; on CUDA, fp32 tensors with TF32 matmuls and convolutions
+    (configure_backends turns them on unless --deterministic, as Lightning and timm users expect); else fp32."""
+    if amp:
+        return "bf16"
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32:
+        return "fp32 (tf32 matmuls)"
+    return "fp32"
 
 
 def prefers_channels_last(model: torch.nn.Module, sample: torch.Tensor, device: torch.device,

@@ -37,3 +37,18 @@ def test_on_a_gpu_fashion_mnist_sized_data_is_indexed_on_the_device():
     samples = Samples(torch.zeros(512, dtype=torch.int64), torch.zeros(512, 1, 28, 28, dtype=torch.uint8))
     batches = make_batches(samples, PreprocessSpec(28, 1, (0.5,), (0.5,), ("a",)), 128, True, CUDA)
     assert batches.images.device.type == "cuda" and batches.where.startswith("on the GPU")
+
+
+def test_the_precision_label_says_tf32_where_cuda_computes_in_it():
+    from dlkit.device import precision_label
+
+    assert precision_label(torch.device("cpu"), amp=False) == "fp32"
+    assert precision_label(CUDA, amp=True) == "bf16"
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        assert precision_label(CUDA, amp=False) == "fp32 (tf32 matmuls)"
+        torch.backends.cuda.matmul.allow_tf32 = False  # --deterministic turns them off
+        assert precision_label(CUDA, amp=False) == "fp32"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
