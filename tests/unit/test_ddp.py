@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import dlkit
+from dlkit.cli.main import main as main_cli
 from dlkit.errors import UserError
 from dlkit.storage import load_tensors
 from dlkit.training.distributed import free_port
@@ -257,6 +258,22 @@ def check_each_rank_took_its_own_part(record: Path) -> None:
     validated = [sorted({i for idx, _ in rank["val"] for i in idx}) for rank in ranks]
     assert validated == [list(range(6)), list(range(6, 11))]  # contiguous chunks of the 11, without padding
     assert [sum(len(idx) for idx, _ in rank["val"]) for rank in ranks] == [2 * 6, 2 * 5]  # each of the 2 epochs
+
+
+def test_the_ranks_agree_on_val_every_patience_and_stop_at_and_stop_where_one_process_does(folder, tmp_path):
+    # rank 0 alone holds the gathered validation metrics: were a rank to decide by itself, the job would hang
+    flags = ["--val-every", 2, "--monitor", "val_loss", "--stop-at", 0.7, "--patience", 5, "--epochs", 4]
+    ddp, one = tmp_path / "ddp", tmp_path / "one"
+    done = run([sys.executable, "-m", "dlkit", *train_args(folder, ddp, "--batch-size", 4, "--nproc-per-node", 2,
+                                                           *flags)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main_cli(train_args(folder, one, "--batch-size", 8, *flags, "-q")) == 0
+    got, want = metrics(ddp), metrics(one)
+    # validated every 2 steps; stopped at 8, whose cut epoch is closed by a record of its own
+    assert [r["step"] for r in got] == [r["step"] for r in want] == [2, 4, 6, 8, 8]
+    assert [r["val_loss"] for r in got] == pytest.approx([r["val_loss"] for r in want], abs=1e-5)
+    stopped = [json.loads((d / "summary.json").read_text())["stopped"] for d in (ddp, one)]
+    assert stopped[0]["step"] == stopped[1]["step"] == 8 and "0.7" in stopped[0]["reason"], stopped
 
 
 def test_two_nodes_streaming_files_train_and_save_as_one_process_would(folder, tmp_path):

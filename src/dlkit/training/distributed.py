@@ -358,9 +358,12 @@ def free_port() -> int:
 
 
 def torchrun_command(processes: int, argv: list[str], port: int | None = None) -> list[str]:
-    """`torchrun --nproc-per-node N -m dlkit ARGV` on this machine, on a free port instead of the fixed 29500."""
+    """`torchrun --nproc-per-node N -m dlkit -- ARGV` on this machine, on a free port instead of the fixed 29500.
+
+    The `--` keeps torchrun's parser off dlkit's options: it takes a prefix of its own for itself (`--monitor
+    val_loss` was refused as an ambiguous `--monitor-interval`), and drops the `--` before handing ARGV on."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-            "--master-addr", "127.0.0.1", "--master-port", str(port or free_port()), "-m", "dlkit", *argv]
+            "--master-addr", "127.0.0.1", "--master-port", str(port or free_port()), "-m", "dlkit", "--", *argv]
 
 
 def launch(processes: int, argv: list[str]) -> int:
