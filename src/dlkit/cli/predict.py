@@ -10,6 +10,7 @@ from ..errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .explaining import add_explain_flags
     from .main import add_device_flag, add_max_image_pixels_flag, add_trust_flags  # shared with the other commands
 
     p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_trust_flags(p)
     add_max_image_pixels_flag(p)
+    add_explain_flags(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -45,25 +47,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed, rows = 0, []
     if args.out:
         refuse_existing(Path(args.out), args.overwrite)  # before the work, not after it
-    for path in expand_inputs(args.inputs):
+    paths = expand_inputs(args.inputs)
+    explainer = _image_explainer(predictor, args, paths)
+    for path in paths:
         try:
-            top = predictor.predict(path, topk=args.topk)
+            top = explainer.predict(path, args.topk) if explainer else predictor.predict(path, topk=args.topk)
         except ImageError as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
             continue
+        overlay = {"explanation": str(explainer.written[path])} if explainer else {}
         if args.out:
-            rows.append(image_row(path, top))
+            rows.append(image_row(path, top) | overlay)
         if args.json:
-            print(json.dumps({"file": str(path), "predictions": [{"class": c, "probability": p} for c, p in top]}))
+            print(json.dumps({"file": str(path), "predictions": [{"class": c, "probability": p} for c, p in top]}
+                             | overlay))
         elif not args.out:
-            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+            print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top)
+                  + (f" -> {overlay['explanation']}" if overlay else ""))
     if args.out and rows:
         import pandas as pd
 
         written = write_predictions(pd.DataFrame(rows), Path(args.out), args.overwrite)
         print(f"wrote {len(rows)} prediction(s) to {written}", file=sys.stderr if args.json else sys.stdout)
     return 2 if failed else 0
+
+
+def _image_explainer(predictor, args: argparse.Namespace, paths: list[Path]):
+    from .explaining import ImageExplainer
+
+    return ImageExplainer(predictor, args, paths) if args.explain else None
 
 
 def image_row(path: Path, top: list[tuple[str, float]]) -> dict:
@@ -79,12 +92,15 @@ def _predict_table(predictor, args: argparse.Namespace) -> int:
 
     if len(args.inputs) != 1:
         raise UserError("a table model predicts one table at a time: dlkit predict RUN TABLE.csv --out predictions.csv")
-    frame, notes = predictor.predict_frame(args.inputs[0], args.id_column, where=args.inputs[0])
+    read = predictor.explain_frame if args.explain else predictor.predict_frame  # explain: + the moving columns
+    frame, notes = read(args.inputs[0], args.id_column, where=args.inputs[0])
     log = sys.stderr if args.json else sys.stdout
     for note in notes:
         print(f"note: {note}", file=log)
     if args.json:
-        print(frame.to_json(orient="records"))
+        from .explaining import table_records
+
+        print(table_records(frame) if args.explain else frame.to_json(orient="records"))
     if args.out:
         path = write_predictions(frame, Path(args.out), args.overwrite)
         print(f"wrote {len(frame)} prediction(s) to {path}", file=log)

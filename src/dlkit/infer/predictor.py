@@ -181,6 +181,32 @@ class Predictor:
         values, index = probs.topk(min(k, len(probs)))
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
 
+    def explain(self, item, target: int | str | None = None, layer: str | None = None, method: str = "gradcam"):
+        """Where the network looked: an Explanation (`.map`, HxW in 0..1; `.save('x.png')` writes the overlay; a
+        notebook shows it) for one image, a list for a list. target: a class name or index (default: the predicted
+        class); layer: a module name (default: the last with a spatial map larger than 1x1); method: gradcam or
+        guided-gradcam. Needs Captum (dlkit[explain]). See infer/explain.py."""
+        from .explain import explain_batch
+
+        items = list(item) if isinstance(item, (list, tuple)) else [item]
+        targets = target if isinstance(target, (list, tuple)) else [target] * len(items)
+        found = explain_batch(self, torch.stack([self.to_uint8(i) for i in items]), targets, layer, method, items)
+        return found if isinstance(item, (list, tuple)) else found[0]
+
+    def explain_layer(self, name: str | None = None) -> str:
+        """The layer Grad-CAM reads: `name` checked against the model, or the one found automatically (cached)."""
+        from .explain import target_layer
+
+        if name is None and getattr(self, "_explain_layer", None):
+            return self._explain_layer
+        s = self.spec
+        found = target_layer(self.model, (s.channels, s.image_size, s.image_size), self.device, name,
+                             str(self.meta.get("model", "the model")))
+        if name is None:
+            self._explain_layer = found
+        return found
+
+
 
 def load(path: str | Path, device: str = "auto", model_code: str | None = None, trust_code: bool = False) -> Predictor:
     """Load a run folder or checkpoint file for prediction. Example: `dlkit.load("runs/x").predict("cat.jpg")`.

@@ -131,6 +131,26 @@ class TablePredictor:
         """Predictions for a table file, DataFrame, dict or list of dicts, as a DataFrame."""
         return self.predict_frame(table, id_column)[0]
 
+    def explain(self, table, top: int = 3, id_column: str | None = None):
+        """predict()'s DataFrame plus an `explanation` column: per row, the `top` input columns that moved the
+        prediction most, signed ('x1 +0.31, island -0.12'). `.attrs["effects"]` holds every column's effect.
+        Needs Captum (dlkit[explain]); see infer/explain_table.py."""
+        return self.explain_frame(table, id_column, top=top)[0]
+
+    def explain_frame(self, table, id_column: str | None = None, where: str | None = None, top: int = 3):
+        """(predict_frame's DataFrame with the `explanation` column, notes); attrs: effects, strongest."""
+        from .explain_table import column_effects, describe, effect_note, strongest
+
+        frame, read_notes = self.read(table, where)
+        where = where or (str(table) if isinstance(table, (str, Path)) else None)
+        out, notes = self.predict_frame(frame, id_column, where)
+        effects = column_effects(self, frame, where or "the table")
+        pairs = strongest(effects, top)
+        out["explanation"] = [describe(p) for p in pairs]
+        out.attrs["effects"], out.attrs["strongest"] = effects, pairs
+        return out, read_notes + [n for n in notes if n not in read_notes] + [effect_note(self)]
+
+
 
 def rows_frame(rows: Sequence[dict], spec: TableSpec, where: str = "the rows"):
     """Rows as dicts (JSON, Python) -> a DataFrame with every column the model uses. A key left out of a row is a
