@@ -58,3 +58,14 @@ def test_wall_s_is_the_time_the_closing_line_printed(runs, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert row["wall_s"] == summary["timing"]["total_s"] == pytest.approx(printed, abs=0.05)
     assert row["train_s"] == summary["timing"]["train_s"] < row["wall_s"]
+    # summary.json's own wall_s is the same figure; the fit loop's is fit_s (it was wall_s: 0.8 s beside 8.4 s)
+    assert summary["wall_s"] == summary["timing"]["total_s"]
+    assert summary["timing"]["train_s"] <= summary["fit_s"] < summary["wall_s"] - summary["timing"]["setup_s"] + 0.01
+
+
+def test_a_runs_repr_gives_the_same_wall_time(runs):
+    root, data = runs
+    run = dlkit.train(data=str(data), target="y", epochs=1, out=str(root / "py-run"), **FAST)
+    summary = json.loads((root / "py-run" / "summary.json").read_text())
+    assert run.summary["wall_s"] == summary["wall_s"] == summary["timing"]["total_s"] > summary["fit_s"]
+    assert f", {summary['wall_s']}s on " in repr(run)

@@ -10,8 +10,11 @@ import torch
 from ..device import process_seconds
 
 
-def run_summary(trainer, wall_s: float) -> dict[str, Any]:
-    """What summary.json holds: the run's best and last metrics, speed, timing and sizes."""
+def run_summary(trainer, fit_s: float) -> dict[str, Any]:
+    """What summary.json holds: the run's best and last metrics, speed, timing and sizes. wall_s is the one wall
+    time dlkit reports, process start to the run's end (timing.total_s, what the closing line prints); fit_s is the
+    fit loop's own (first step to the last epoch's end, the figure wall_s held before)."""
+    times = timing(trainer)
     last = trainer.history[-1] if trainer.history else {}
     rates = [r["images_per_s"] for r in trainer.history if "images_per_s" in r]
     metrics = {k: last.get(k) for k in last if k.startswith(("train_", "val_"))}
@@ -26,7 +29,7 @@ def run_summary(trainer, wall_s: float) -> dict[str, Any]:
         "best_metrics": {k: v for k, v in best_record.items() if k.startswith("val_")}, **metrics,
         "images_per_s": float(np.median(rates)) if rates else None, "device": trainer.device_label,
         "memory_format": "channels_last" if trainer.parts.inputs.channels_last else "contiguous",
-        "wall_s": round(wall_s, 2), "timing": timing(trainer), "stopped": trainer.stopped,
+        "wall_s": times["total_s"], "fit_s": round(fit_s, 2), "timing": times, "stopped": trainer.stopped,
         "validations": len(trainer.history) - len(epochs), "train_samples": len(trainer.data.train), "val_samples": len(trainer.data.val),
         "parameters": count_parameters(trainer.model), **data_notes(trainer.data.notes),
     }

@@ -224,6 +224,7 @@ class Trainer:
         self._write_summary(summary)
         self._emit("on_fit_end", summary)
         summary["timing"] = timing(self)  # again, now that the report and the last checkpoint are written
+        summary["wall_s"] = summary["timing"]["total_s"]  # and the wall time with it: one figure, to the run's end
         self._write_summary(summary)
         return summary
 
