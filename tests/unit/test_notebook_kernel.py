@@ -9,9 +9,17 @@ import pytest
 pytest.importorskip("ipykernel", reason="the test extra installs ipykernel and nbclient")
 manager = pytest.importorskip("jupyter_client.manager")
 
-# Every step updates the display: the test counts updates, which must not depend on how fast this machine is.
-SETUP = "import dlkit, dlkit.track.live as live\nlive.INTERVAL = 0.0\nlive.FIGURE_INTERVAL = 0.0\n"
-TRAIN = "run = dlkit.train(data='digits', model='softmax', epochs=2, batch_size=128, tensorboard=False, {extra})\n"
+# Every step updates the display, and waits until the display thread has sent it (the thread drops views it had no
+# time for): the test counts updates, which must not depend on how fast this machine is.
+SETUP = """import dlkit, dlkit.track.live as live
+live.INTERVAL = 0.0
+live.FIGURE_INTERVAL = 0.0
+class Flush:
+    def on_batch_end(self, trainer, batch_size, loss):
+        assert all(c.flush(30) for c in trainer.callbacks if isinstance(c, live.LiveDisplay))
+"""
+TRAIN = ("run = dlkit.train(data='digits', model='softmax', epochs=2, batch_size=128, tensorboard=False, "
+         "callbacks=[Flush()], {extra})\n")
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,12 @@ It shows a progress bar within the epoch (loss, speed, time left), the table of 
 metric curves redrawn as they grow. A trainer callback, added by dlkit.train only under a Jupyter kernel and not
 with quiet=True (or DLKIT_LIVE=0); elsewhere nothing changes. IPython is imported only when it is already loaded.
 
-Cost: the display is updated at most every INTERVAL seconds from the training thread (a string and one message);
-the curves, the heavy part (~0.1 s of matplotlib), are drawn on a side thread at most every FIGURE_INTERVAL seconds
-and at each epoch's end. benchmarks/notebook_live.py measures the same run with the display on and off.
+Cost: the training thread only hands the newest state to a display thread, at most every INTERVAL seconds and at
+each epoch's end. That thread builds the HTML and sends it (ipykernel's publish waits for its output thread: ~0.1 s
+a message on a loaded machine, measured, which on the training thread cost ~20% of the steps), and draws the
+curves (~0.15 s of matplotlib) within FIGURE_BUDGET of the time: a newer request replaces an older one, and the
+last picture is drawn when training ends. benchmarks/notebook_live.py measures the same run with the display on
+and off; LiveDisplay.cost() is the display's own account.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from . import html as h
 
 INTERVAL = 0.5          # seconds between display updates: two a second at most
 FIGURE_INTERVAL = 2.0   # seconds between requests to redraw the curves within an epoch (and one at each epoch's end)
-FIGURE_BUDGET = 0.01    # the most of the time the drawing thread may spend drawing (one draw ~0.15 s of CPU: then
+FIGURE_BUDGET = 0.01    # the most of the time the display thread may spend drawing (one picture ~0.15 s of CPU:
                         # the next waits ~15 s); the last picture is drawn at once when training ends
 
 
@@ -40,55 +43,95 @@ def with_live(callbacks: list | None, quiet: bool) -> list:
     return [*callbacks, LiveDisplay()]
 
 
-class _Painter:
-    """Draws the curves on a side thread: the newest request wins, older ones are dropped unseen. After each draw
-    it rests so that drawing stays within FIGURE_BUDGET of the time: on a machine whose cores all train, a thread
-    drawing beside them slows every step (measured: redrawing every 2 s cost an 8 s Fashion-MNIST epoch ~10%)."""
+class _Shower:
+    """The display thread: sends the newest view (older ones are dropped unseen) and draws the curves."""
 
-    def __init__(self, name: str):
-        self.name, self.html = name, ""
-        self._lock, self._wake, self._hurry = threading.Lock(), threading.Event(), threading.Event()
-        self._job: tuple | None = None
+    def __init__(self, handle, name: str):
+        self.handle, self.name, self.curves = handle, name, ""
+        self._lock, self._wake, self._idle = threading.Lock(), threading.Event(), threading.Event()
+        self._view: dict | None = None
+        self._job: tuple | None = None        # (history, step_losses) to draw
         self._stopping = False
-        self.draws, self.cpu_s = 0, 0.0  # pictures drawn, and this thread's CPU seconds drawing them
-        self._thread = threading.Thread(target=self._loop, name="dlkit-live-curves", daemon=True)
+        self._draw_after = 0.0                 # perf_counter time before which no picture is drawn (the budget)
+        self._idle.set()                       # nothing to send yet
+        self.sent = self.draws = 0
+        self.draw_cpu_s = self.send_cpu_s = 0.0
+        self._thread = threading.Thread(target=self._loop, name="dlkit-live-display", daemon=True)
         self._thread.start()
 
-    def submit(self, history: list, step_losses: list) -> None:
+    def show(self, view: dict, curves: tuple | None = None) -> None:
+        """From the training thread: the newest view, and the data to redraw the curves from, if they grew."""
         with self._lock:
-            self._job = (history, step_losses)
+            self._view = view
+            self._job = curves or self._job
+            self._idle.clear()
         self._wake.set()
 
-    def finish(self, timeout: float = 30.0) -> str:
-        """Draw what is pending, stop the thread; the last picture's HTML."""
-        self._stopping = True
-        self._hurry.set()
+    def flush(self, timeout: float) -> bool:
+        """Wait until the newest view is sent (tests; a last look before the cell ends); False if it was not."""
+        return self._idle.wait(timeout)
+
+    def finish(self, view: dict, curves: tuple | None, timeout: float = 60.0) -> None:
+        """The last view, with the curves drawn now whatever the budget; returns once it is sent."""
+        with self._lock:
+            self._view, self._job, self._stopping = view, curves or self._job, True
         self._wake.set()
         self._thread.join(timeout)
-        return self.html
 
     def _loop(self) -> None:
+        last = None
         while True:
-            self._wake.wait()
+            with self._lock:
+                waiting = self._job is not None and not self._stopping
+            rest = self._draw_after - time.perf_counter()
+            self._wake.wait(rest if waiting and rest > 0 else None)
             self._wake.clear()
             with self._lock:
-                job, self._job = self._job, None
-            if job is not None:
-                started = time.thread_time()  # this thread's CPU: under load the wall clock says little
-                self.html = self._draw(*job)
-                spent = time.thread_time() - started
-                self.draws, self.cpu_s = self.draws + 1, self.cpu_s + spent
-                self._hurry.wait(spent * (1 / FIGURE_BUDGET - 1))
-            elif self._stopping:
+                stopping, job = self._stopping, self._job
+                draw = job is not None and (stopping or time.perf_counter() >= self._draw_after)
+                view, self._view = self._view, None
+                if draw:
+                    self._job = None
+            if draw:
+                self._draw(*job)
+                view = view or last  # the new picture, under the newest view
+            if view is not None:
+                self._send(view)
+                last = view
+            with self._lock:
+                if self._view is None:
+                    self._idle.set()
+            if stopping and self._job is None and self._view is None:
                 return
 
-    def _draw(self, history: list, step_losses: list) -> str:
+    def _draw(self, history: list, step_losses: list) -> None:
         from . import figures
 
+        started = time.thread_time()  # this thread's CPU: under load the wall clock says little
         try:
-            return h.figure_img(figures.curves_figure({self.name: history}, step_losses), "curves", dpi=72)
+            self.curves = h.figure_img(figures.curves_figure({self.name: history}, step_losses), "curves", dpi=72)
         except Exception as e:  # noqa: BLE001 - a picture that fails must not stop the training it shows
-            return f"<p class='muted'>curves not drawn: {h.esc(e)}</p>"
+            self.curves = f"<p class='muted'>curves not drawn: {h.esc(e)}</p>"
+        spent = time.thread_time() - started
+        self.draws, self.draw_cpu_s = self.draws + 1, self.draw_cpu_s + spent
+        self._draw_after = time.perf_counter() + spent * (1 / FIGURE_BUDGET - 1)
+
+    def _send(self, view: dict) -> None:
+        started = time.thread_time()
+        self.handle.update(bundle(view, self.curves), raw=True)
+        self.sent += 1
+        self.send_cpu_s += time.thread_time() - started
+
+
+def bundle(view: dict, curves: str) -> dict[str, str]:
+    """The display as HTML, and a line of text for frontends without HTML (nbconvert to text, a console)."""
+    from .notebook import epochs_table
+
+    status = view["status"]
+    table = epochs_table(view["history"]) if view["history"] else ""
+    html = h.page(view["title"], f"<p class='muted'>{h.esc(view['where'])}</p><p>{h.esc(status)}</p>", table, curves)
+    text = h.strip_tags(status) if isinstance(status, h.Raw) else status
+    return {"text/html": html, "text/plain": f"{view['title']}: {text}"}
 
 
 class LiveDisplay:
@@ -97,8 +140,8 @@ class LiveDisplay:
     def __init__(self, interval: float | None = None, figure_interval: float | None = None):
         self.interval = INTERVAL if interval is None else interval
         self.figure_interval = FIGURE_INTERVAL if figure_interval is None else figure_interval
-        self.handle = self.painter = None
-        self.updates, self.hooks_s = 0, 0.0  # display updates sent; the training thread's seconds spent on them
+        self.shower: _Shower | None = None
+        self.hooks_s = 0.0  # the training thread's seconds spent on the display
 
     # ---- hooks -----------------------------------------------------------------------------------------------
 
@@ -111,105 +154,93 @@ class LiveDisplay:
         self.title = f"{cfg.model} on {cfg.data}: {cfg.epochs} epochs x {trainer.steps_per_epoch} steps"
         self.where = f"{trainer.device_label} | {trainer.run_dir}"
         self.history: list[dict[str, Any]] = list(trainer.history)
-        self.status, self.loss = "starting", None
-        self.shown_at = self.drawn_at = time.perf_counter()
-        self.drawn_losses = 0
-        self.painter = _Painter(trainer.run_dir.name)
-        self.handle = display(self._bundle(), raw=True, display_id=True)
+        self.shown_at = self.asked_at = time.perf_counter()
+        self.asked_losses = 0
+        handle = display(bundle(self._view("starting"), ""), raw=True, display_id=True)
+        self.shower = _Shower(handle, trainer.run_dir.name)
         if self.history:  # a resumed run: its earlier epochs at once
-            self.painter.submit(list(self.history), list(trainer.step_losses))
+            self.shower.show(self._view("resumed"), self._curves(trainer, self.shown_at))
 
     def on_epoch_start(self, trainer) -> None:
         self.epoch_started, self.seen = time.perf_counter(), 0
 
     def on_batch_end(self, trainer, batch_size: int, loss) -> None:
-        if self.handle is None:
+        if self.shower is None:
             return
         self.seen += batch_size
         now = time.perf_counter()
         if now - self.shown_at < self.interval:
             return
-        self.loss = float(loss)  # a device sync, only when the display is updated
-        if len(trainer.step_losses) > self.drawn_losses and now - self.drawn_at >= self.figure_interval:
-            self._paint(trainer, now)
-        self.status = h.Raw(self._progress(trainer, now))
-        self._show(now)
+        grew = len(trainer.step_losses) > self.asked_losses and now - self.asked_at >= self.figure_interval
+        status = h.Raw(self._progress(trainer, now, float(loss)))  # float(loss): a device sync, only here
+        self.shower.show(self._view(status), self._curves(trainer, now) if grew else None)
+        self.shown_at = now
         self.hooks_s += time.perf_counter() - now
 
     def on_validation_end(self, trainer, record: dict[str, Any]) -> None:
-        if self.handle is not None:
+        if self.shower is not None:
+            now = time.perf_counter()
             self.history = list(trainer.history)
-            self._paint(trainer, time.perf_counter())
+            self.shower.show(self._view(f"validated at step {trainer.step}"), self._curves(trainer, now))
+            self.hooks_s += time.perf_counter() - now
 
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
-        if self.handle is None:
+        if self.shower is None:
             return
-        self.history = list(trainer.history)
         now = time.perf_counter()
-        self._paint(trainer, now)
-        self.status = (f"epoch {trainer.epoch}/{trainer.cfg.epochs} done: {trainer.task.headline(record)}"
-                       f"{'  (best so far)' if record.get('best') else ''}")
-        self._show(now)
+        self.history = list(trainer.history)
+        status = (f"epoch {trainer.epoch}/{trainer.cfg.epochs} done: {trainer.task.headline(record)}"
+                  f"{'  (best so far)' if record.get('best') else ''}")
+        self.shower.show(self._view(status), self._curves(trainer, now))
+        self.shown_at = now
         self.hooks_s += time.perf_counter() - now
 
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
-        if self.handle is None:
-            return
         best = summary.get("best_value")
-        self.status = (f"finished: best {summary.get('monitor')} {h.number(best)} at epoch {summary.get('best_epoch')}"
-                       f" of {summary.get('epochs')}, {summary.get('wall_s')}s" if best is not None else "finished")
-        self._close()
+        self._close(trainer, f"finished: best {summary.get('monitor')} {h.number(best)} at epoch "
+                             f"{summary.get('best_epoch')} of {summary.get('epochs')}, {summary.get('wall_s')}s"
+                    if best is not None else "finished")
 
     def on_exception(self, trainer, error: BaseException) -> None:
-        if self.handle is None:
-            return
-        self.status = f"stopped at epoch {trainer.epoch}, step {trainer.step}: {type(error).__name__} {error}"
-        self._close()
+        self._close(trainer, f"stopped at epoch {trainer.epoch}, step {trainer.step}: {type(error).__name__} {error}")
 
-    # ---- drawing ---------------------------------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the display shows the newest state (tests use it to count updates, not a race)."""
+        return self.shower.flush(timeout) if self.shower is not None else True
 
-    def _paint(self, trainer, now: float) -> None:
-        self.drawn_at, self.drawn_losses = now, len(trainer.step_losses)
-        if self.history or trainer.step_losses:
-            self.painter.submit(list(self.history), list(trainer.step_losses))
+    def cost(self) -> dict[str, float]:
+        """What this display cost: updates sent and pictures drawn; the training thread's seconds on it (the wait
+        for the last picture included); the display thread's CPU seconds sending and drawing."""
+        shower = self.shower or getattr(self, "_done", None)
+        if shower is None:
+            return {"updates": 0, "draws": 0, "hooks_s": 0.0, "send_cpu_s": 0.0, "draw_cpu_s": 0.0}
+        return {"updates": shower.sent, "draws": shower.draws, "hooks_s": round(self.hooks_s, 4),
+                "send_cpu_s": round(shower.send_cpu_s, 4), "draw_cpu_s": round(shower.draw_cpu_s, 4)}
 
-    def _progress(self, trainer, now: float) -> str:
+    # ---- what is shown ---------------------------------------------------------------------------------------
+
+    def _view(self, status: str) -> dict[str, Any]:
+        return {"title": self.title, "where": self.where, "status": status, "history": self.history}
+
+    def _curves(self, trainer, now: float) -> tuple | None:
+        """The data to redraw the curves from (copies: training goes on while they are drawn)."""
+        self.asked_at, self.asked_losses = now, len(trainer.step_losses)
+        return (list(self.history), list(trainer.step_losses)) if self.history or trainer.step_losses else None
+
+    def _progress(self, trainer, now: float, loss: float) -> str:
         done, total = trainer.step_in_epoch, trainer.steps_per_epoch
         elapsed = now - self.epoch_started
         rate = self.seen / max(elapsed, 1e-9)
         left = (total - done) * elapsed / max(done, 1)
         return (f"<progress value='{done}' max='{total}' style='width:300px'></progress> "
                 f"epoch {trainer.epoch}/{trainer.cfg.epochs}, step {done}/{total} ({done / max(total, 1):.0%})"
-                f"  loss {self.loss:.4f}  {rate:,.0f} {h.esc(trainer.modality.unit)}/s  {left:.0f}s left in the epoch")
+                f"  loss {loss:.4f}  {rate:,.0f} {h.esc(trainer.modality.unit)}/s  {left:.0f}s left in the epoch")
 
-    def _html(self) -> str:
-        from .notebook import epochs_table
-
-        status = h.esc(self.status)  # a progress bar made here is Raw; messages are text
-        table = epochs_table(self.history) if self.history else ""
-        curves = self.painter.html if self.painter else ""
-        return h.page(self.title, f"<p class='muted'>{h.esc(self.where)}</p><p>{status}</p>", table, curves)
-
-    def _bundle(self) -> dict[str, str]:
-        """The display's HTML, and a line of text for frontends without HTML (nbconvert to text, a console)."""
-        text = h.strip_tags(self.status) if isinstance(self.status, h.Raw) else self.status
-        return {"text/html": self._html(), "text/plain": f"{self.title}: {text}"}
-
-    def _show(self, now: float) -> None:
-        self.handle.update(self._bundle(), raw=True)
-        self.shown_at = now
-        self.updates += 1
-
-    def cost(self) -> dict[str, float]:
-        """What this display cost: updates sent, the training thread's seconds on them (the last picture's wait
-        included), pictures drawn and the drawing thread's CPU seconds (benchmarks/notebook_live.py prints them)."""
-        painter = self.painter
-        return {"updates": self.updates, "hooks_s": round(self.hooks_s, 4), "draws": painter.draws if painter else 0,
-                "draw_cpu_s": round(painter.cpu_s, 4) if painter else 0.0}
-
-    def _close(self) -> None:
+    def _close(self, trainer, status: str) -> None:
+        if self.shower is None:
+            return
         started = time.perf_counter()
-        self.painter.finish()  # the curves with every epoch, drawn before the last update
-        self._show(time.perf_counter())
+        self.history = list(trainer.history)
+        self.shower.finish(self._view(status), self._curves(trainer, started))  # the last picture: every epoch
+        self._done, self.shower = self.shower, None
         self.hooks_s += time.perf_counter() - started
-        self.handle = None
