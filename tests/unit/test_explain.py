@@ -68,9 +68,9 @@ def patches(tmp_path_factory):
 
 def train(root: Path, model, out: Path, **options):
     """The last epoch's weights (monitoring val_loss): accuracy reaches 1 early, confidence keeps growing."""
-    options = {"epochs": 6, "batch_size": 16, **options}
+    options = {"epochs": 6, "batch_size": 16, "report": False, **options}
     return dlkit.train(data=str(root), model=model, image_size=SIZE, out=str(out), quiet=True, tensorboard=False,
-                       report=False, monitor="val_loss", **options)
+                       monitor="val_loss", **options)
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +239,15 @@ def test_predict_explain_refuses_a_wrong_layer_before_writing_anything(quick_run
     assert result.returncode == 2 and not out.exists() and result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
     assert "'nope' is not a layer of quick" in result.stderr and "net.0.5" in result.stderr
+
+
+# ---- the report ----
+
+def test_the_report_shows_where_it_looked_for_mistakes_and_samples(patches, tmp_path):
+    run = train(patches[0], "quick", tmp_path / "run", epochs=1, report=True)  # one epoch: mistakes to show
+    metrics = json.loads((run.dir / "eval" / "val_metrics.json").read_text())
+    assert metrics["mistakes"] and all("looked_png" in m for m in metrics["mistakes"])
+    assert "Grad-CAM at layer net.0" in metrics["explain_note"]
+    assert Image.open(run.dir / "plots" / "predictions_explained.png").format == "PNG"
+    page = (run.dir / "report.html").read_text()
+    assert page.count("alt='where it looked'") == len(metrics["mistakes"]) and "Grad-CAM at layer net.0" in page

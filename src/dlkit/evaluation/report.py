@@ -61,7 +61,9 @@ def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict
         sections.append(_section("Which columns the model relies on (permutation importance, validation)",
                                  _plot(plots / "importance.png")))
     if (plots / "predictions.png").is_file():
-        sections.append(_section("Sample predictions", _plot(plots / "predictions.png")))
+        looked = _plot(plots / "predictions_explained.png") if (plots / "predictions_explained.png").is_file() else ""
+        sections.append(_section("Sample predictions", _plot(plots / "predictions.png") + looked
+                                 + (f"<p>{_e(metrics['explain_note'])}</p>" if metrics.get("explain_note") else "")))
     sections += [_section("Timing and environment", _kv(_environment(summary, device))),
                  _section("Config", _config_table(config))]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(run_dir.name)}</title>" \
@@ -146,12 +148,21 @@ def _config_table(config: dict) -> str:
     return _kv(chosen) + f"<p>The other {rest} options are at their defaults; config.yaml lists every option.</p>"
 
 
+def _looked(mistake: dict) -> str:
+    """Beside a mistake: where the network looked for the class it wrongly predicted (Grad-CAM), when computed."""
+    if "looked_png" not in mistake:
+        return ""
+    return (f" <img alt='where it looked' title='where it looked for {_e(mistake['predicted'])}' "
+            f"src='data:image/png;base64,{mistake['looked_png']}'>")
+
+
 def _mistakes(mistakes: list[dict]) -> str:
     if not mistakes:
         return "<p>No mistakes on the validation split.</p>"
     if "png" not in mistakes[0]:  # table rows
         return _table(["row", "true", "predicted", "probability"],
                       [[m["row"], m["true"], m["predicted"], f"{m['probability']:.3f}"] for m in mistakes], left=0)
-    cards = "".join(f"<figure><img alt='mistake' src='data:image/png;base64,{m['png']}'><figcaption>true {_e(m['true'])}"
-                    f"<br>predicted {_e(m['predicted'])} ({m['probability']:.2f})</figcaption></figure>" for m in mistakes)
+    cards = "".join(f"<figure><img alt='mistake' src='data:image/png;base64,{m['png']}'>{_looked(m)}<figcaption>"
+                    f"true {_e(m['true'])}<br>predicted {_e(m['predicted'])} ({m['probability']:.2f})</figcaption>"
+                    "</figure>" for m in mistakes)
     return f"<div class='mistakes'>{cards}</div>"

@@ -47,6 +47,9 @@ class RunArtifacts:
                                               f"validation, best epoch {trainer.best_epoch}"), plots / "confusion.png")
         if trainer.modality.has_images:
             self._predictions_png(trainer, logits, labels, plots / "predictions.png")
+            from .explained import add_explanations  # Grad-CAM over the mistakes and samples, when Captum is here
+
+            add_explanations(trainer, metrics, labels, plots, _png_base64)
 
     def _regression(self, trainer, metrics, plots) -> None:
         predicted, actual = metrics.pop("predicted"), metrics.pop("actual")
