@@ -33,7 +33,7 @@ class RunArtifacts:
         if not trainer.modality.has_images and not trainer.cfg.folds:  # a CV fold leaves it to the refit run
             self._importance(trainer, metrics, logits, labels, plots)
         atomic_write_text(run / "eval" / "val_metrics.json", json.dumps(metrics, indent=1))
-        path = write_report(run, trainer.cfg.to_dict(), trainer.history, summary, metrics, trainer.device_label,
+        path = write_report(run, trainer.saved_config, trainer.history, summary, metrics, trainer.device_label,
                             spec_lines=trainer.data.spec.describe() if hasattr(trainer.data.spec, "describe") else None)
         trainer.console.print(f"report: {path}")
 

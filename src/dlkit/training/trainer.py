@@ -136,8 +136,11 @@ class Trainer:
             lambda: new_run_dir(cfg.out, cfg.runs_dir, cfg.data, cfg.model))
         if self.resume_dir:
             resume.load_last(self)
+        spec = self.data.spec  # the side and channels used where the config left them to the data (None): 28, 3
+        used = {k: getattr(spec, k) for k in ("image_size", "channels") if hasattr(spec, k)}
+        self.saved_config = {**cfg.to_dict(), **used}  # config.yaml and the report: what was used
         if self.dist.is_main:
-            write_config(self.run_dir, cfg.to_dict())
+            write_config(self.run_dir, self.saved_config)
             if not self.resume_dir:
                 save_samples(self.data.val, self.data.spec, self.run_dir / "samples")
 
