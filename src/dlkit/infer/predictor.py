@@ -197,14 +197,12 @@ class Predictor:
         """The layer Grad-CAM reads: `name` checked against the model, or the one found automatically (cached)."""
         from .explain import target_layer
 
-        if name is None and getattr(self, "_explain_layer", None):
-            return self._explain_layer
-        s = self.spec
-        found = target_layer(self.model, (s.channels, s.image_size, s.image_size), self.device, name,
-                             str(self.meta.get("model", "the model")))
-        if name is None:
-            self._explain_layer = found
-        return found
+        checked = self.__dict__.setdefault("_explain_layers", {})  # name (None: automatic) -> layer, one trial each
+        if name not in checked:
+            s = self.spec
+            checked[name] = target_layer(self.model, (s.channels, s.image_size, s.image_size), self.device, name,
+                                         str(self.meta.get("model", "the model")))
+        return checked[name]
 
 
 

@@ -97,12 +97,12 @@ class Service:
         if self.pool:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-    async def predict(self, request, topk: int) -> dict:
+    async def predict(self, request, topk: int, explain: bool = False) -> dict:
         items = await READERS[self.backend.modality](request, self.settings)
         pending = Pending(asyncio.get_running_loop(), len(items))
         self.batcher.expect(len(items))
         for index, (label, raw) in enumerate(items):
-            self.pool.submit(self._prepare_and_queue, pending, index, label, raw)
+            self.pool.submit(self._prepare_and_queue, pending, index, label, raw, explain)
         try:
             results = await pending.future
         except BaseException:
@@ -113,13 +113,14 @@ class Service:
                 raise result
         return {"model": self.backend.info["model"], **self.backend.respond([label for label, _ in items], results, topk)}
 
-    def _prepare_and_queue(self, pending: Pending, index: int, label: str, raw) -> None:
+    def _prepare_and_queue(self, pending: Pending, index: int, label: str, raw, explain: bool = False) -> None:
         """On a pool thread: decode one item and queue it for the inference thread, which hands its result on."""
         if pending.given_up:
             self.batcher.withdraw(1)
             return
         try:
             item = self.backend.prepare(label, raw)
+            item = self.backend.explaining(item) if explain else item  # ?explain=1: Grad-CAM on the same thread
         except BaseException as e:  # noqa: BLE001 - an HttpError (bad image) or a bug: the request answers it
             self.batcher.withdraw(1)  # no longer coming: the worker need not wait for it
             pending.fail(e)
@@ -233,7 +234,7 @@ def create_app(backend, settings: ServeSettings | None = None):
         return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
     @app.post("/predict", openapi_extra=_predict_docs(backend), summary="predict images or rows")
-    async def predict(request: Request, topk: int | None = None):
+    async def predict(request: Request, topk: int | None = None, explain: bool = False):
         if service.in_flight >= settings.max_in_flight:
             return error(503, f"busy: {service.in_flight} requests in flight (dlkit serve --max-in-flight); "
                               "retry in a second", {"Retry-After": "1"})
@@ -241,7 +242,10 @@ def create_app(backend, settings: ServeSettings | None = None):
         try:
             k = topk if topk and topk > 0 else settings.topk
             # a Response, so FastAPI skips jsonable_encoder's walk over every probability
-            return JSONResponse(await within(settings.timeout_s, service.predict(request, k)))
+            if explain and backend.modality != "image":
+                raise HttpError(400, "explain=1 is for image models; `dlkit predict RUN rows.csv --explain` "
+                                     "explains table rows")
+            return JSONResponse(await within(settings.timeout_s, service.predict(request, k, explain)))
         except asyncio.TimeoutError:
             return error(504, f"no answer within {settings.timeout_s:g} s (dlkit serve --timeout-s); "
                               "try again, or with fewer images")

@@ -43,6 +43,15 @@ class ImageBackend(_Backend):
     def describe(self) -> tuple[str, dict]:
         return "classification", {"kind": "image", **self.spec.to_dict()}
 
+    def explaining(self, item):
+        """/predict?explain=1: the decoded image marked to be explained too (on the pool; the layer found once)."""
+        from .explaining import Explainer, ToExplain
+
+        if not hasattr(self, "_explainer"):
+            self._explainer = Explainer(self.engine, self.engine_name)
+        self._explainer.check()
+        return ToExplain(item)
+
     def prepare(self, label: str, data: bytes):
         """Bytes -> uint8 CxHxW at the spec's size; refuses what is not an image, or too many pixels."""
         from ..data import fastdecode
@@ -67,11 +76,22 @@ class ImageBackend(_Backend):
     def run_batch(self, images: list) -> list[list[float]]:
         import torch
 
+        if hasattr(self, "_explainer"):  # some request asked for explain=1
+            from .explaining import ToExplain
+
+            if any(isinstance(i, ToExplain) for i in images):
+                return self._explainer.run(images)
         return self.engine.probabilities(torch.stack(images)).tolist()
 
     def respond(self, labels: list[str], results: list[list[float]], topk: int) -> dict:
         """{"results": [{"file", "predictions": [{"class", "probability"}, ...]}, ...]}: top-k, plain Python."""
-        return {"results": [{"file": label, "predictions": self._top(probs, topk)} for label, probs in zip(labels, results)]}
+        return {"results": [self._result(label, probs, topk) for label, probs in zip(labels, results)]}
+
+    def _result(self, label: str, probs, topk: int) -> dict:
+        if isinstance(probs, dict):  # explained: the overlay as a PNG data URL beside the predictions
+            return {"file": label, "predictions": self._top(probs["probabilities"], topk),
+                    "explanation": probs["explanation"], "explanation_layer": probs["layer"]}
+        return {"file": label, "predictions": self._top(probs, topk)}
 
     def _top(self, probs: list[float], k: int) -> list[dict]:
         best = heapq.nlargest(min(k, len(probs)), range(len(probs)), key=probs.__getitem__)

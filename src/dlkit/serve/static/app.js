@@ -40,6 +40,7 @@ async function start() {
 
 function imageUI(info) {
   $("image-ui").hidden = false;
+  $("explain-toggle").hidden = info.backend !== "torch";  // an ONNX graph has no layers to look into
   const drop = $("drop");
   $("file").addEventListener("change", (e) => predictFiles([...e.target.files], info));
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -59,7 +60,9 @@ async function predictFiles(files, info) {
   setStatus(`predicting ${files.length} image(s)…`);
   let response, data;
   try {
-    response = await fetch(`predict?topk=${Math.min(info.settings.topk, info.classes.length)}`, { method: "POST", body: form });
+    const explain = $("explain").checked ? "&explain=1" : "";
+    response = await fetch(`predict?topk=${Math.min(info.settings.topk, info.classes.length)}${explain}`,
+                           { method: "POST", body: form });
     data = await response.json();
   } catch (e) {
     return fail(`request failed: ${e}`);
@@ -81,7 +84,12 @@ function card(result, file) {
   const top = result.predictions[0];
   const bars = el("div", { className: "bars" }, el("h2", { className: "top-class", textContent: top.class }),
     ...result.predictions.map(bar));
-  const node = el("div", { className: "card result" }, preview, bars);
+  const pictures = [preview];
+  if (result.explanation) {  // a PNG data URL: the photo at the model's size, red where the network looked most
+    pictures.push(el("img", { src: result.explanation, className: "looked", alt: `where it looked: ${result.file}`,
+                              title: `where it looked for ${top.class} (Grad-CAM at ${result.explanation_layer})` }));
+  }
+  const node = el("div", { className: "card result" }, ...pictures, bars);
   node.dataset.file = result.file;
   node.dataset.topClass = top.class;
   return node;
