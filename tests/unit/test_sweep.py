@@ -280,6 +280,24 @@ def test_two_processes_share_one_sqlite_study_for_exactly_trials_and_a_killed_on
     assert len(states(out, "shared", storage)) == 4
 
 
+def test_jobs_runs_worker_processes_that_share_the_journal_for_exactly_trials(tmp_path):
+    data = regression_csv(tmp_path / "reg.csv")
+    out = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "dlkit", "sweep", "--data", str(data), "--target", "y", "--model",
+                             "linear", "--epochs", "2", "--trials", "3", "--jobs", "2", "--out", str(out), "--param",
+                             "lr=loguniform:1e-3:1e-1", "--pruner", "none", "-q", *FAST_FLAGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _, err = proc.communicate(timeout=WAIT_S)
+    assert proc.returncode == 0, err[-3000:]
+    assert states(out) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}  # exactly --trials, none run twice
+    study = optuna.load_study(study_name="sweep", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    owners = {t.user_attrs["owner"]["pid"] for t in study.trials}
+    assert proc.pid not in owners and len(owners) <= 2  # run by the worker processes, not the command itself
+    assert sorted(p.name for p in out.glob("trial-*")) == ["trial-000", "trial-001", "trial-002"]
+
+
 def test_a_journal_trial_whose_process_is_gone_is_failed_and_its_slot_rerun(tmp_path, capsys):
     out = tmp_path / "sweep"
     args = sweep_args(out, 2)
