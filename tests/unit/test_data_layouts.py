@@ -261,7 +261,8 @@ def test_label_folders_top_level(tmp_path):
             expected = (path.parent.parent / path.parent.name.replace("_image", "_label") / f"{path.stem}.txt").read_text().strip()
             assert source.classes[int(label)] == expected
     assert "orphan.jpg" not in image_names(source.train) + image_names(source.val)
-    assert any("1 (image without label file)" in note for note in source.notes)
+    assert any("ignored 1 image(s) without a label file" in note and str(root / "ants_image" / "orphan.jpg") in note
+               for note in source.notes)
 
 
 def test_label_folders_inside_train_and_val(tmp_path):
@@ -311,7 +312,7 @@ def test_csv_manifest_with_split_column(tmp_path):
     assert source.layout == CSV_LAYOUT and source.test is None
     assert image_names(source.train) == ["a1 cat.png", "a2 cat.png", "b1 dog.png", "b2 dog.png"]
     assert image_names(source.val) == ["a3 cat.png", "b3 dog.png"] and source.val.labels.tolist() == [0, 1]
-    assert any("manifest row(s) whose file does not exist" in note for note in source.notes)
+    assert any("manifest row(s) whose file does not exist: " in note and "gone.png" in note for note in source.notes)
 
 
 def test_csv_manifest_with_test_split(tmp_path):

@@ -62,3 +62,37 @@ def test_a_gif_is_an_image_in_training_and_in_predict_alike(tmp_path, capsys):
     assert not any("non-image" in w for w in run.summary.get("data_warnings", []))
     assert main(["predict", str(run.dir), str(data / "cat"), "--topk", "1"]) == 0
     assert "imageNotFound.gif: " in capsys.readouterr().out  # a folder given to predict includes it
+
+
+def test_training_and_a_folder_given_to_predict_name_the_files_they_skip(image_run, tmp_path, capsys):
+    import json
+
+    run, data = image_run
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(next((data / "cat").glob("*.png")).read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "deep").mkdir()
+    (folder / "deep" / "scan.pdf").write_bytes(b"%PDF")
+    (folder / ".hidden.txt").write_text("hidden: skipped silently, as in training")
+    assert main(["predict", str(run.dir), str(folder), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["file"] for line in out.splitlines()] == [str(folder / "a.png")]
+    warning = next(line for line in err.splitlines() if line.startswith("warning: "))
+    assert "ignored 2 non-image file(s)" in warning and str(folder / "notes.txt") in warning
+    assert str(folder / "deep" / "scan.pdf") in warning and ".hidden" not in warning
+    (folder / "a.png").unlink()  # only skipped files: the one-line error says what they were
+    assert main(["predict", str(run.dir), str(folder)]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+
+
+def test_training_names_the_first_ignored_files_and_counts_the_rest(tmp_path, capsys):
+    data = make_class_folders(tmp_path / "pets", classes=("cat", "dog"), per_class=4, size=12)
+    for n in range(7):
+        (data / "dog" / f"note{n}.txt").write_text("not an image")
+    assert main(["train", "--data", str(data), "--model", "softmax", "--epochs", "1", "--out", str(tmp_path / "r"),
+                 "--no-tensorboard", "--no-report", "-q"]) == 0
+    warning = next(line for line in capsys.readouterr().err.splitlines() if "non-image" in line)
+    assert warning.startswith("warning: ignored 7 non-image file(s) (7 .txt): ")
+    assert all(str(data / "dog" / f"note{n}.txt") in warning for n in range(5))
+    assert "note5" not in warning and warning.endswith(" and 2 more")

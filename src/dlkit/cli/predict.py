@@ -47,7 +47,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed, rows = 0, []
     if args.out:
         refuse_existing(Path(args.out), args.overwrite)  # before the work, not after it
-    paths = expand_inputs(args.inputs)
+    skipped: list[str] = []
+    paths = expand_inputs(args.inputs, skipped)
+    for note in skipped:  # as training warns: what a folder held besides images, named
+        print(f"warning: {note}", file=sys.stderr)
     explainer = _image_explainer(predictor, args, paths)
     for path in paths:
         try:

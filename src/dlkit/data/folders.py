@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import DataWarning, UserError
 from .images import IMAGE_EXTENSIONS, is_image_file
 
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+NAMED = 5  # files a note names before it counts the rest: enough to find them, short enough to read
 
 
 @dataclass
@@ -19,12 +20,46 @@ class FileList:
 
     files: list[Path] = field(default_factory=list)
     names: list[str] = field(default_factory=list)      # class name of each file
-    ignored: Counter = field(default_factory=Counter)   # extension -> count of non-image files skipped
+    ignored: Counter = field(default_factory=Counter)   # why (an extension, "(missing file)", ...) -> count skipped
+    ignored_paths: list[tuple[str, str]] = field(default_factory=list)  # (why, file) of each, in scan order
+
+    def ignore(self, path: Path | str, why: str) -> None:
+        self.ignored[why] += 1
+        self.ignored_paths.append((why, str(path)))
 
     def extend(self, other: "FileList") -> None:
         self.files += other.files
         self.names += other.names
         self.ignored.update(other.ignored)
+        self.ignored_paths += other.ignored_paths
+
+
+MISSING = "(missing file)"                    # a manifest row whose file does not exist
+WITHOUT_LABEL = "(image without label file)"  # X_image/<name>.<ext> with no X_label/<name>.txt
+
+
+def ignored_notes(scans: Iterable[FileList]) -> list[str]:
+    """Warnings of what the scans left out, each naming the first NAMED files and counting the rest (a count
+    alone, '1 .gif', left the user to hunt for the file)."""
+    left = [entry for scan in scans for entry in scan.ignored_paths]
+    missing = [path for why, path in left if why == MISSING]
+    unlabelled = [path for why, path in left if why == WITHOUT_LABEL]
+    others = [(why, path) for why, path in left if why not in (MISSING, WITHOUT_LABEL)]
+    notes = [DataWarning(f"skipped {len(missing)} manifest row(s) whose file does not exist: {named(missing)}")] \
+        if missing else []
+    if unlabelled:
+        notes.append(DataWarning(f"ignored {len(unlabelled)} image(s) without a label file (X_label/NAME.txt): "
+                                 f"{named(unlabelled)}"))
+    if others:
+        kinds = ", ".join(f"{n} {why}" for why, n in Counter(why for why, _ in others).most_common())
+        notes.append(DataWarning(f"ignored {len(others)} non-image file(s) ({kinds}): "
+                                 f"{named([path for _, path in others])}"))
+    return notes
+
+
+def named(paths: list[str]) -> str:
+    """The first NAMED paths, and how many more."""
+    return ", ".join(paths[:NAMED]) + (f" and {len(paths) - NAMED} more" if len(paths) > NAMED else "")
 
 
 def visible_children(folder: Path) -> list[Path]:
@@ -39,7 +74,7 @@ def images_below(folder: Path, found: FileList, class_name: str) -> None:
             found.files.append(parent / name)  # a child of a Path: half the cost of parsing the whole string
             found.names.append(class_name)
         else:
-            found.ignored[suffix or "(no extension)"] += 1
+            found.ignore(parent / name, suffix or "(no extension)")
 
 
 def _files_below(folder: Path) -> Iterator[tuple[Path, str]]:
@@ -84,11 +119,11 @@ def scan_label_folders(folder: Path) -> FileList:
             if not path.is_file():
                 continue
             if not is_image_file(path):
-                found.ignored[path.suffix.lower() or "(no extension)"] += 1
+                found.ignore(path, path.suffix.lower() or "(no extension)")
                 continue
             label_file = label_dir / (path.stem + ".txt")
             if not label_file.is_file():
-                found.ignored["(image without label file)"] += 1
+                found.ignore(path, WITHOUT_LABEL)
                 continue
             name = label_file.read_text(encoding="utf-8", errors="replace").strip()
             if not name:
@@ -104,7 +139,7 @@ def scan_class_folders(folder: Path) -> FileList:
         if child.is_dir():
             images_below(child, found, child.name)
         elif child.is_file():
-            found.ignored[child.suffix.lower() or "(no extension)"] += 1
+            found.ignore(child, child.suffix.lower() or "(no extension)")
     return found
 
 

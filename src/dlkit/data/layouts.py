@@ -5,11 +5,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataWarning, UserError
+from ..errors import UserError
 from ..registry import Registry
 from . import cifar, idx
 from .builtin import BUILTINS, DIGIT_CLASSES, FASHION_CLASSES, CIFAR10_CLASSES
-from .folders import FileList, find_split_dirs, label_folder_pairs, scan_folder
+from .folders import FileList, find_split_dirs, ignored_notes, label_folder_pairs, scan_folder
 from .manifest import read_manifest
 from .source import DataSource, Samples, check_classes, stratified_split
 
@@ -74,7 +74,7 @@ def _split_folders_load(path: Path, val_split: float, seed: int) -> DataSource:
         return source
     val = samples["val"] if "val" in samples else samples["test"]
     source = DataSource("", "", classes, train, val, samples.get("test"))
-    source.notes += _ignored_notes(scans.values())
+    source.notes += ignored_notes(scans.values())
     return source
 
 
@@ -101,7 +101,7 @@ def _from_manifest(csv_path: Path, val_split: float, seed: int, allow_outside_ro
             raise UserError(f"{csv_path} has train rows but no val or test rows; add some or drop the split column")
         val = samples["val"] if "val" in samples else samples["test"]
         source = DataSource("", "", classes, samples["train"], val, samples.get("test"))
-        source.notes += _ignored_notes(splits.values())
+        source.notes += ignored_notes(splits.values())
     source.name, source.layout = str(csv_path), "CSV manifest"
     return source
 
@@ -111,7 +111,7 @@ def _split(scan: FileList, classes: list[str], where: str, val_split: float, see
     check_classes(classes, samples.labels, where)
     train_idx, val_idx = stratified_split(samples.labels, val_split, seed)
     source = DataSource("", "", classes, samples.subset(train_idx), samples.subset(val_idx))
-    source.notes += _ignored_notes([scan])
+    source.notes += ignored_notes([scan])
     return source
 
 
@@ -124,18 +124,6 @@ def _to_samples(scan: FileList, classes: list[str], where) -> Samples:
     return Samples(labels, paths=list(scan.files))
 
 
-def _ignored_notes(scans) -> list[str]:
-    total = FileList()
-    for scan in scans:
-        total.ignored.update(scan.ignored)
-    if not total.ignored:
-        return []
-    missing = total.ignored.pop("(missing file)", 0)
-    notes = [DataWarning(f"skipped {missing} manifest row(s) whose file does not exist")] if missing else []
-    if total.ignored:
-        kinds = ", ".join(f"{n} {ext}" for ext, n in total.ignored.most_common())
-        notes.append(DataWarning(f"ignored {sum(total.ignored.values())} non-image file(s): {kinds}"))
-    return notes
 
 
 def _classes_txt(path: Path) -> list[str] | None:

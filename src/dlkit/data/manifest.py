@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 
 from ..errors import UserError
-from .folders import FileList
+from .folders import MISSING, FileList
 
 
 def read_manifest(csv_path: Path, allow_outside_root: bool = False) -> dict[str, FileList]:
@@ -32,7 +32,7 @@ def read_manifest(csv_path: Path, allow_outside_root: bool = False) -> dict[str,
             files.files.append(path)
             files.names.append(label)
         else:
-            files.ignored["(missing file)"] += 1
+            files.ignore(path, MISSING)
     unknown = set(splits) - {"all", "train", "val", "test"}
     if unknown:
         raise UserError(f"{csv_path}: unknown split name(s) {', '.join(sorted(unknown))}; use train, val or test")

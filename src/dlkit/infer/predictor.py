@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import torch
 
-from ..data.images import IMAGE_EXTENSIONS, load_image
+from ..data.images import load_image
 from ..data.spec import PreprocessSpec
 from ..data.transforms import fit_to_spec, normalize
 from ..errors import UserError
@@ -215,17 +215,27 @@ def load(path: str | Path, device: str = "auto", model_code: str | None = None, 
     return Predictor.from_checkpoint(path, device, model_code, trust_code)
 
 
-def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to the images below them (sorted)."""
+def expand_inputs(paths: Iterable[str | Path], notes: list[str] | None = None) -> list[Path]:
+    """Files as given; folders expanded to the images below them (sorted) by training's rule (data/folders.py: the
+    same extensions, hidden entries skipped). What the folders held besides is named in a warning added to notes:
+    a folder's other files were skipped without a word."""
+    from ..data.folders import FileList, ignored_notes, images_below
+
     files: list[Path] = []
+    found = FileList()
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            start = len(found.files)
+            images_below(p, found, "")
+            files += found.files[start:]
         elif p.exists():
             files.append(p)
         else:
             raise UserError(f"{p} does not exist; pass image files or folders of images")
+    left = ignored_notes([found])
     if not files:
-        raise UserError("no image files to predict on; pass image files or folders holding .jpg/.png images")
+        raise UserError(f"no image files to predict on{''.join(f' ({n})' for n in left)}; pass image files or folders "
+                        "holding .jpg/.png images")
+    if notes is not None:
+        notes += left
     return files
