@@ -263,3 +263,32 @@ def test_onnx_files_with_external_data_are_refused_before_onnxruntime_opens_them
     with pytest.raises(UserError, match="external data"):
         load_backend(path, "onnx")
     assert opened == []
+
+
+def test_an_onnx_constant_whose_sparse_value_points_outside_is_refused(tmp_path, monkeypatch):
+    """The same hole through a node attribute's sparse tensor (found in review: onnxruntime read a file beside the
+    model into a Constant's values)."""
+    pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dlkit.export import OnnxModel
+
+    values = numpy_helper.from_array(np.zeros(4, dtype=np.uint8), name="v")
+    values.ClearField("raw_data")
+    values.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "secret.bin"), ("offset", "0"), ("length", "4")):
+        entry = values.external_data.add()
+        entry.key, entry.value = key, value
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.arange(4, dtype=np.int64), name="i"), [4])
+    graph = helper.make_graph([helper.make_node("Constant", [], ["c"], sparse_value=sparse),
+                               helper.make_node("Identity", ["c"], ["y"])], "g", [],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {"format": json.dumps("dlkit-onnx"), "format_version": "1",
+                                   "modality": json.dumps("image")})
+    (tmp_path / "secret.bin").write_bytes(b"SECR")
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    monkeypatch.chdir(tmp_path)  # onnxruntime resolves the location from here when handed bytes
+    with pytest.raises(UserError, match="keeps tensor 'v' in external data files"):
+        OnnxModel(tmp_path / "m.onnx")

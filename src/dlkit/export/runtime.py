@@ -73,8 +73,7 @@ def self_contained_bytes(path: Path) -> bytes:
     except Exception as e:  # protobuf's DecodeError and friends: not an ONNX model
         raise UserError(f"{path} is not a readable ONNX model ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
                         "export it again with `dlkit export`") from None
-    graphs = [model.graph, *model.functions]
-    external = [t.name or "(unnamed)" for g in graphs for t in _tensors_of(g) if uses_external_data(t) or len(t.external_data)]
+    external = [t.name or "(unnamed)" for t in _all_tensors(model) if uses_external_data(t) or len(t.external_data)]
     if external:
         raise UserError(f"{path} keeps tensor {external[0]!r}{f' and {len(external) - 1} more' if len(external) > 1 else ''} "
                         "in external data files, which dlkit never writes and will not read; export the run again "
@@ -82,18 +81,18 @@ def self_contained_bytes(path: Path) -> bytes:
     return data
 
 
-def _tensors_of(graph):
-    """Every tensor a graph (or function) holds: initializers, sparse ones, node attributes, nested subgraphs."""
-    yield from getattr(graph, "initializer", ())
-    for sparse in getattr(graph, "sparse_initializer", ()):
-        yield from (sparse.values, sparse.indices)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _tensors_of(sub)
+def _all_tensors(message):
+    """Every TensorProto anywhere in a protobuf message: initializers, sparse values and indices, node attributes
+    (dense and sparse), nested graphs, functions, training info. Walked generically, so no field is missed."""
+    import onnx
+
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        for item in (value if field.is_repeated else [value]):
+            if isinstance(item, onnx.TensorProto):
+                yield item
+            yield from _all_tensors(item)
 
 
 def session_options(threads: int | None):
