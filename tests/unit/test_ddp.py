@@ -189,6 +189,7 @@ if os.environ.get("DLKIT_TEST_RECORD") and "RANK" in os.environ:
     from dlkit.data import loaders
 
     record, pause_at = os.environ["DLKIT_TEST_RECORD"], int(os.environ.get("DLKIT_TEST_PAUSE_AT", "0"))
+    stall_at = int(os.environ.get("DLKIT_TEST_STALL_AT", "0"))  # rank 1 stops answering there, alive
     seen = {"train": [], "val": [], "batch_sizes": []}
     real_pieces = loaders.Shard.pieces
 
@@ -200,6 +201,10 @@ if os.environ.get("DLKIT_TEST_RECORD") and "RANK" in os.environ:
     class Event:
         def on_batch_end(self, trainer, batch_size, loss):
             seen["batch_sizes"].append(batch_size)
+            if trainer.step == stall_at and trainer.dist.rank == 1:  # until torchrun's SIGTERM, after rank 0 gave up
+                deadline = time.time() + 600
+                while trainer._signal is None and time.time() < deadline:
+                    time.sleep(0.05)
             if trainer.step == pause_at and trainer.dist.is_main:  # wait here for the test's SIGTERM
                 open(record + ".paused", "w").close()
                 deadline = time.time() + 120
@@ -274,6 +279,14 @@ def test_the_ranks_agree_on_val_every_patience_and_stop_at_and_stop_where_one_pr
     assert [r["val_loss"] for r in got] == pytest.approx([r["val_loss"] for r in want], abs=1e-5)
     stopped = [json.loads((d / "summary.json").read_text())["stopped"] for d in (ddp, one)]
     assert stopped[0]["step"] == stopped[1]["step"] == 8 and "0.7" in stopped[0]["reason"], stopped
+
+
+def test_a_rank_that_stops_answering_fails_the_job_after_dlkit_ddp_timeout(folder, tmp_path):
+    env = {**hooked(tmp_path, tmp_path / "stalled"), "DLKIT_TEST_STALL_AT": "2", "DLKIT_DDP_TIMEOUT": "3"}
+    args = train_args(folder, tmp_path / "run", "--batch-size", 4, "--nproc-per-node", 2)
+    done = run([sys.executable, "-m", "dlkit", *args], timeout=120, env=env)  # rank 1 would wait 600 s
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "error: rank 0: another process of this job stopped or stopped answering" in done.stderr, done.stderr[-3000:]
 
 
 def test_two_nodes_streaming_files_train_and_save_as_one_process_would(folder, tmp_path):
