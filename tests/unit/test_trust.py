@@ -292,3 +292,20 @@ def test_an_onnx_constant_whose_sparse_value_points_outside_is_refused(tmp_path,
     monkeypatch.chdir(tmp_path)  # onnxruntime resolves the location from here when handed bytes
     with pytest.raises(UserError, match="keeps tensor 'v' in external data files"):
         OnnxModel(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("model", ["os:system", "subprocess:getoutput", "torch.hub:load"])
+def test_even_a_trusted_resume_builds_no_library_function(honest, tmp_path, model, capsys):
+    """--trust-code trusts the run folder's network, not any callable it names (found in review: a config.yaml
+    with model os:system and its command in model_args ran it on a trusted resume)."""
+    from dlkit.cli.main import main
+
+    folder = honest["root"] / f"resume-{model.replace(':', '-')}"
+    shutil.copytree(honest["run"], folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["model"], config["model_args"] = model, {"command": f"touch {honest['canary']}", "cmd": "true"}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--resume", str(folder), "--epochs", "2", "-q", "--trust-code"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no network" in err or "is not an nn.Module class or a function defined there" in err
+    assert "Traceback" not in err and not honest["canary"].exists()

@@ -78,6 +78,9 @@ def resolve(spec: str, code: str | None = None) -> tuple[Any, dict[str, Any]]:
         module = load_module_file(file)
         source = {"file": str(file), "name": attr, "sha256": file_sha256(file)}
     else:
+        if where.split(".")[0] in sys.stdlib_module_names:  # refused before importing it (antigravity opens a browser)
+            raise UserError(f"--model {spec!r}: {where} is a standard-library module, which holds no network; "
+                            "name a class or factory in your own file or package")
         try:
             module = importlib.import_module(where)
         except ImportError as e:
@@ -211,15 +214,27 @@ def _recorded_network(source: dict[str, Any], code: str | None) -> tuple[Any, di
     return obj, found, notes
 
 
+# Libraries whose functions build no network of the learner's (torch.hub.load, torch.load(weights_only=False) would
+# run what a file names): a network's factory lives in the learner's own file or package.
+LIBRARIES = frozenset({"torch", "torchvision", "numpy", "safetensors", "PIL", "pandas", "pyarrow", "yaml", "dlkit",
+                       "onnx", "onnxscript", "onnxruntime", "optuna", "fastapi", "uvicorn", "captum", "sklearn",
+                       "matplotlib", "tensorboard", "IPython", "tqdm"})
+
+
 def check_network_object(obj: Any, module_name: str, label: str) -> None:
-    """Even trusted, only what training records is accepted: an nn.Module class, or a Python function defined in
-    the module or file named (a builtin such as os.system, or a function imported from elsewhere, is not)."""
+    """Only what training records is accepted as a network named by a string (a checkpoint, a run folder's config,
+    --model): an nn.Module class, or a Python function defined in the module or file named (or a submodule of it),
+    outside the standard library and the libraries above. A builtin such as os.system is not one, nor
+    subprocess.getoutput or torch.hub.load."""
     if inspect.isclass(obj) and issubclass(obj, nn.Module):
         return
-    if inspect.isfunction(obj) and obj.__module__ == module_name:
+    home = getattr(obj, "__module__", None) or ""
+    top = home.split(".")[0]
+    if inspect.isfunction(obj) and (home == module_name or home.startswith(module_name + ".")) \
+            and top not in sys.stdlib_module_names and top not in LIBRARIES:
         return
-    raise UserError(f"{label} is not an nn.Module class or a function defined there; a checkpoint's network must be "
-                    "one of those")
+    raise UserError(f"{label} is not an nn.Module class or a function defined there; a network must be one of those "
+                    "(a class or factory in your own file or package)")
 
 
 def _module_of(found: dict[str, Any]) -> str:
@@ -307,6 +322,7 @@ def create_user_model(obj_or_spec: Any, in_channels: int, num_classes: int, imag
             raise UserError(f"the model {obj_or_spec} was defined in no file (a notebook or the Python prompt), so it "
                             "cannot be imported again; pass the file that defines it with --model-code FILE")
         obj, found = resolve(obj_or_spec, code)
+        check_network_object(obj, _module_of(found), obj_or_spec)
     else:
         obj, found = obj_or_spec, source_of(obj_or_spec)
     name = found["name"]
