@@ -4,9 +4,11 @@ against plain Predictor.predict (what `dlkit predict` does per image), same mode
 
 Each model is a freshly initialised registered model at its own default size (the cost does not depend on the
 weights' values), in a run folder made here; the images are random RGB PNGs at the model's size. The three
-ways take turns image by image (the order rotating), after warm-up calls; medians are compared.
+ways take turns image by image (the order rotating), after warm-up calls; medians are compared, of wall time and
+of this process's CPU time (which a shared machine disturbs less: run with --threads 1 there, as intra-op threads
+waiting on each other for a busy core inflate the wall time of every small op).
 
-    python benchmarks/explain.py [--models quick,resnet18] [--images 20] [--rounds 3] [--method gradcam]
+    python benchmarks/explain.py [--models quick,resnet18] [--images 20] [--rounds 3] [--threads N] [--method gradcam]
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def make_images(folder: Path, n: int, size: int) -> list[Path]:
 
 
 def measure(name: str, images: int, rounds: int, method: str) -> dict[str, float]:
+    import torch
+
     import dlkit
 
     size = SIZES.get(name, 32)
@@ -63,15 +67,17 @@ def measure(name: str, images: int, rounds: int, method: str) -> dict[str, float
             way(paths[0])
             way(paths[1])
         seconds: dict[str, list[float]] = {k: [] for k in ways}
+        cpu_seconds: dict[str, list[float]] = {k: [] for k in ways}
         for r in range(rounds):
             for i, path in enumerate(paths):
                 order = list(ways)[(i + r) % 3:] + list(ways)[:(i + r) % 3]
                 for key in order:
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.process_time()
                     ways[key](path)
                     seconds[key].append(time.perf_counter() - start)
-        print(f"{name} ({size} px, layer {predictor.explain_layer()}):")
-        return {k: statistics.median(v) for k, v in seconds.items()}
+                    cpu_seconds[key].append(time.process_time() - cpu)
+        print(f"{name} ({size} px, layer {predictor.explain_layer()}, {torch.get_num_threads()} thread(s)):")
+        return {k: (statistics.median(seconds[k]), statistics.median(cpu_seconds[k])) for k in ways}
 
 
 def main() -> None:
@@ -79,14 +85,19 @@ def main() -> None:
     parser.add_argument("--models", default="quick,resnet18")
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--method", default="gradcam", choices=("gradcam", "guided-gradcam"))
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     for name in args.models.split(","):
         result = measure(name, args.images, args.rounds, args.method)
-        base = result["predict"]
-        for key, value in result.items():
-            ratio = "" if key == "predict" else f"  {value / base:.2f}x predict"
-            print(f"  {key:24s} {1000 * value:8.1f} ms per image{ratio}")
+        wall, cpu = result["predict"]
+        for key, (w, c) in result.items():
+            ratio = "" if key == "predict" else f"  {w / wall:5.2f}x predict (cpu {c / cpu:5.2f}x)"
+            print(f"  {key:24s} {1000 * w:8.1f} ms per image, cpu {1000 * c:7.1f} ms{ratio}")
 
 
 if __name__ == "__main__":
