@@ -142,3 +142,13 @@ def test_synthetic_linear_with_the_linear_model_prints_the_learned_w_and_b_besid
     assert found, out
     learned = [float(v) for v in found.group(1).split(",")] + [float(found.group(2))]
     assert learned == pytest.approx([2, -3.4, 4.2], abs=0.2)  # ~260 steps of the recipe get it close
+
+
+def test_a_table_models_summary_speaks_of_rows_not_images(capsys):
+    assert main(["summary", "tabular", "--input", "12"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tabular on rows of 12 features")
+    assert "FLOPs per row forward" in out and "FLOPs per row to train" in out and " per row) + input" in out
+    assert "image" not in out
+    assert main(["summary", "lenet", "--input", "1x28x28"]) == 0  # an image model's still per image
+    assert "FLOPs per image forward" in capsys.readouterr().out

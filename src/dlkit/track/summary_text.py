@@ -14,16 +14,18 @@ def format_summary(s: dict[str, Any]) -> str:
     line = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     train, predict, b = s["memory_train_bytes"], s["memory_predict_bytes"], s["batch_size"]
     input_text = "x".join(map(str, s["input"]))
+    unit = "row" if len(s["input"]) == 1 else "image"  # a table model's sample is a row of F features, not an image
+    title = f"{s['model']} on " + (f"rows of {input_text} features" if unit == "row" else f"{input_text} inputs")
     return "\n".join([
-        f"{s['model']} on {input_text} inputs", line(header), "  ".join("-" * w for w in widths), *map(line, rows), "",
+        title, line(header), "  ".join("-" * w for w in widths), *map(line, rows), "",
         f"parameters:  {s['params']:,} ({s['params_trainable']:,} trainable, {s['params_frozen']:,} frozen), "
         f"{_bytes(train['weights'])} with buffers",
-        f"compute:     {_si(s['macs_per_image'])}MACs = {_si(s['flops_forward_per_image'])}FLOPs per image forward; "
-        f"{_si(s['flops_train_per_image'])}FLOPs per image to train; {_si(s['flops_train_step'])}FLOPs per training "
+        f"compute:     {_si(s['macs_per_image'])}MACs = {_si(s['flops_forward_per_image'])}FLOPs per {unit} forward; "
+        f"{_si(s['flops_train_per_image'])}FLOPs per {unit} to train; {_si(s['flops_train_step'])}FLOPs per training "
         f"step at batch {b}",
         f"train:       {_bytes(train['total'])} at batch {b} with {s['optimizer']} = weights {_bytes(train['weights'])}"
         f" + gradients {_bytes(train['gradients'])} + optimizer {_bytes(train['optimizer_state'])} + activations "
-        f"{_bytes(train['activations'])} ({_bytes(s['activation_bytes_per_image'])} per image) + input "
+        f"{_bytes(train['activations'])} ({_bytes(s['activation_bytes_per_image'])} per {unit}) + input "
         f"{_bytes(train['input'])}",
         f"predict:     {_bytes(predict['total'])} at batch {b} = weights {_bytes(predict['weights'])} + largest "
         f"layer in+out {_bytes(predict['activations'])} + input {_bytes(predict['input'])}",
