@@ -159,6 +159,8 @@ def test_an_explanation_is_the_prediction_and_shows_itself(quick_run, patches):
     assert explanation.probability == pytest.approx(top[0][1], abs=1e-5)
     png = explanation._repr_png_()
     assert png.startswith(b"\x89PNG") and "data:image/png;base64," in explanation._repr_html_()
+    several = predictor.explain(list(patches[1])[:2])
+    assert len(several) == 2 and several._repr_html_().count("data:image/png;base64,") == 2
     other = predictor.explain(path, target=top[1][0])
     assert other.probability == pytest.approx(top[1][1], abs=1e-5)
     with pytest.raises(UserError, match="not a class"):

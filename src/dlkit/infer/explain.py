@@ -188,21 +188,30 @@ class Explanation:
         return path
 
     def _repr_png_(self) -> bytes:
-        return self.png(dpi=90)
+        if getattr(self, "_shown", None) is None:  # a notebook asks for both reprs: draw once
+            self._shown = self.png(dpi=90)
+        return self._shown
 
     def _repr_html_(self) -> str:
         from ..track.html import esc, img
 
-        return f"<figure>{img(self.png(dpi=90), alt=esc(self.title))}</figure>"
+        return f"<figure style='display:inline-block;margin:0'>{img(self._repr_png_(), alt=esc(self.title))}</figure>"
 
     def __repr__(self) -> str:
         return (f"Explanation({self.class_name!r} {self.probability:.3f}, {METHODS[self.method]} at {self.layer}, "
                 f"map {tuple(self.map.shape)}; in a notebook it shows the overlay, .save('x.png') writes it)")
 
 
+class Explanations(list):
+    """Several images' Explanations, a list; a notebook shows their overlays side by side."""
+
+    def _repr_html_(self) -> str:
+        return "<div>" + "".join(e._repr_html_() for e in self) + "</div>"
+
+
 def explain_batch(predictor: Any, images: torch.Tensor, targets: Sequence[int | str | None] | None = None,
                   layer: str | None = None, method: str = "gradcam",
-                  sources: Sequence[Any] | None = None) -> list[Explanation]:
+                  sources: Sequence[Any] | None = None) -> Explanations:
     """Explanations for uint8 NxCxHxW images at the predictor's size (one forward and backward for the batch)."""
     if method not in METHODS:
         raise UserError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
@@ -219,7 +228,7 @@ def explain_batch(predictor: Any, images: torch.Tensor, targets: Sequence[int | 
         source = str(sources[i]) if sources is not None and isinstance(sources[i], (str, Path)) else None
         result.append(Explanation(images[i].cpu(), maps[i], c, predictor.classes[c], float(probs[i, c]), name,
                                   method, source, probs[i], tuple(predictor.classes)))
-    return result
+    return Explanations(result)
 
 
 def _class_index(target: int | str | None, classes: Sequence[str]) -> int:
