@@ -309,3 +309,20 @@ def test_even_a_trusted_resume_builds_no_library_function(honest, tmp_path, mode
     err = capsys.readouterr().err
     assert "holds no network" in err or "is not an nn.Module class or a function defined there" in err
     assert "Traceback" not in err and not honest["canary"].exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(model="mlp", model_args={**m["model_args"], "hidden": [60000, 60000]}),
+     "its weights do not fit the mlp its arguments describe"),  # 14 GB if it were built
+    (lambda m: m["model_args"].update(image_size=float("inf")), "OverflowError"),
+    (lambda m: m.update(model="tv:resnet18", model_args={**m["model_args"], "groups": 2}), "bad option for model"),
+    (lambda m: m["model_args"].update(image_size=2000), "differ from the spec's"),
+])
+def test_model_arguments_no_training_wrote_are_refused_before_anything_is_allocated(honest, change, message):
+    best = honest["run"] / "checkpoints" / "best.safetensors"
+    tensors, meta = load_tensors(best)
+    change(meta)
+    crafted = honest["root"] / "args.safetensors"
+    save_tensors(crafted, tensors, meta, durable=False)
+    with pytest.raises(UserError, match=message):
+        dlkit.load(crafted, device="cpu")

@@ -38,4 +38,4 @@ class PreprocessSpec:
         return spec
 
 
-MAX_IMAGE_SIZE = 8192  # the largest input side a checkpoint may ask for
+MAX_IMAGE_SIZE = 2048  # the largest input side a checkpoint may ask for (a model's trial forward runs at it)

@@ -48,6 +48,8 @@ def _rebuild(file: Path, trust: CodeTrust) -> tuple[torch.nn.Module, dict[str, A
 
     tensors, meta = load_tensors(file)
     require_trust(code_in_checkpoint(meta, trust.model_code), file, trust)
+    with damaged_metadata(file):
+        _require_spec_args(meta)
     if "model_source" in meta:  # the learner's own network: import its code again
         return _rebuild_user_model(file, tensors, meta, trust.model_code), meta
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
@@ -56,6 +58,7 @@ def _rebuild(file: Path, trust: CodeTrust) -> tuple[torch.nn.Module, dict[str, A
         name, args = meta["model"], meta["model_args"]
         if not isinstance(name, str) or not isinstance(args, dict):
             raise TypeError("model is not a name, or model_args not a mapping")
+    _require_fit(file, name, args, tensors)
     model = create_model(name, **args)
     try:
         model.load_state_dict(tensors)
@@ -64,12 +67,37 @@ def _rebuild(file: Path, trust: CodeTrust) -> tuple[torch.nn.Module, dict[str, A
     return model, meta
 
 
+def _require_spec_args(meta: dict[str, Any]) -> None:
+    """An image model's size and classes are its spec's (training derives one from the other): a checkpoint asking
+    for another is refused, so the spec's bounds (data/spec.py) bound the model's trial forward too."""
+    if meta.get("modality", "image") != "image":
+        return
+    spec, args = PreprocessSpec.from_dict(meta["spec"]), meta["model_args"]
+    if (int(args["image_size"]), int(args["num_classes"]), int(args["in_channels"])) != \
+            (spec.image_size, spec.num_classes, spec.channels):
+        raise ValueError("model_args' image_size, num_classes or in_channels differ from the spec's")
+
+
+def _require_fit(file: Path, name: str, args: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Build the model on the meta device first (shapes, no memory) and compare every tensor with the file's: model
+    arguments no training wrote (hidden=[60000, 60000] asks for 14 GB) are refused before anything is allocated."""
+    with torch.device("meta"):
+        probe = create_model(name, **args)
+    wanted = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    differ = [k for k, shape in wanted.items() if k not in tensors or tuple(tensors[k].shape) != shape]
+    differ += sorted(set(tensors) - set(wanted))
+    if differ:
+        raise UserError(f"checkpoint {file}: its weights do not fit the {name} its arguments describe ({differ[0]}"
+                        f"{f' and {len(differ) - 1} more' if len(differ) > 1 else ''}); the file is damaged or was "
+                        "not written by dlkit train")
+
+
 @contextlib.contextmanager
 def damaged_metadata(file: Path):
     """A checkpoint's metadata read as data: a missing or mistyped field is the file's fault, said in one line."""
     try:
         yield
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as e:
         raise UserError(f"checkpoint {file} does not describe a model dlkit can rebuild ({type(e).__name__}: "
                         f"{str(e)[:120]}); was it written by dlkit train?") from None
 

@@ -59,7 +59,7 @@ def create_model(name: str, in_channels: int = 3, num_classes: int = 10, image_s
             model.reset_classifier(num_classes)
         else:
             model = MODELS.get(name)(in_channels, num_classes, image_size, **options)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # torchvision checks some values itself (groups=2 on a BasicBlock)
         raise UserError(f"bad option for model {name}: {e}; see `dlkit models`") from None
     except RuntimeError as e:
         raise _size_error(name, in_channels, image_size, e) from None
