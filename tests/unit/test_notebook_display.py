@@ -118,7 +118,8 @@ def test_summarize_a_name_defaults_to_the_models_own_input():
     assert s["input"] == [1, 28, 28] and s["params"] == sum(layer["params"] for layer in s["layers"])
     html = s._repr_html_()
     assert f"{s['params']:,}" in html and html.count("<tr>") == len(s["layers"]) + 4 + 1
-    assert len(repr(s)) < 250
+    assert len(repr(s)) < 250 and "print(s.text)" in repr(s)
+    assert s.text.splitlines()[0] == "lenet-modern on 1x28x28 inputs" and f"{s['params']:,}" in s.text
     with pytest.raises(dlkit.UserError, match="input_shape"):
         dlkit.summarize(dlkit.create_model("softmax", 1, 10, 28))
 

@@ -55,6 +55,7 @@ class _Shower:
         self._draw_after = 0.0                 # perf_counter time before which no picture is drawn (the budget)
         self._idle.set()                       # nothing to send yet
         self.sent = self.draws = 0
+        self.failed = False
         self.draw_cpu_s = self.send_cpu_s = 0.0
         self._thread = threading.Thread(target=self._loop, name="dlkit-live-display", daemon=True)
         self._thread.start()
@@ -117,9 +118,15 @@ class _Shower:
         self._draw_after = time.perf_counter() + spent * (1 / FIGURE_BUDGET - 1)
 
     def _send(self, view: dict) -> None:
+        if self.failed:
+            return
         started = time.thread_time()
-        self.handle.update(bundle(view, self.curves), raw=True)
-        self.sent += 1
+        try:
+            self.handle.update(bundle(view, self.curves), raw=True)
+            self.sent += 1
+        except Exception as e:  # noqa: BLE001 - a display that fails must not stop the training it shows
+            self.failed = True  # said once, then no more tries
+            print(f"note: the live display stopped ({type(e).__name__}: {e}); training goes on", file=sys.stderr)
         self.send_cpu_s += time.thread_time() - started
 
 

@@ -53,14 +53,21 @@ class EvalResult(_Shown):
 
 
 class ModelSummary(_Shown):
-    """dlkit.summarize's layer table and totals: a dict (layers, params, FLOPs, memory)."""
+    """dlkit.summarize's layer table and totals: a dict (layers, params, FLOPs, memory); `.text` is the console's
+    table and four answers, as `dlkit summary` prints them."""
 
     renderer = "summary_html"
+
+    @property
+    def text(self) -> str:
+        from .summary_text import format_summary
+
+        return format_summary(self)
 
     def __repr__(self) -> str:
         return (f"ModelSummary({self['model']} on {'x'.join(map(str, self['input']))}: {self['params']:,} parameters, "
                 f"{len(self['layers'])} layers, {self['flops_forward_per_image'] / 1e6:,.1f} MFLOPs per input forward; "
-                "print(dlkit.evaluation.summary.format_summary(s)) for the table)")
+                "print(s.text) for the table)")
 
 
 class CVResult(_Shown):
