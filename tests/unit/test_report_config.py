@@ -41,3 +41,24 @@ def test_config_yaml_and_the_report_hold_the_image_side_and_channels_used_and_th
     assert main(["train", "--resume", str(run), "--epochs", "3", "-q"]) == 0  # its config now names them: accepted
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3] and yaml.safe_load((run / "config.yaml").read_text())["image_size"] == 12
+
+
+def test_the_reports_sample_grid_says_how_to_read_its_labels(tmp_path, monkeypatch):
+    from dlkit.track import figures
+
+    drawn = []
+
+    def spy(*args, **kwargs):
+        fig = grid(*args, **kwargs)
+        drawn.append((list(args[1]), [t.get_text() for t in fig.texts]))
+        return fig
+
+    grid = figures.image_grid
+    monkeypatch.setattr(figures, "image_grid", spy)
+    data = make_class_folders(tmp_path / "pets", per_class=6, size=12)
+    run = dlkit.train(data=str(data), model="softmax", epochs=1, batch_size=8, out=str(tmp_path / "run"), quiet=True,
+                      tensorboard=False, report=True)
+    titles, legend = next(d for d in drawn if all(re.fullmatch(r"\w+ \(\w+\)", t) for t in d[0]))
+    assert len(titles) == run.summary["val_samples"] and len(legend) == 1  # a line of legend under the images
+    assert "predicted (true)" in legend[0] and "green where right, red where wrong" in legend[0]
+    assert (tmp_path / "run" / "plots" / "predictions.png").is_file()

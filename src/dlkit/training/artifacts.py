@@ -117,7 +117,10 @@ class RunArtifacts:
         names, predicted = trainer.data.spec.class_names, logits[pick].argmax(1)
         titles = [f"{names[p]} ({names[t]})" for p, t in zip(predicted.tolist(), labels[pick].tolist())]
         colors = ["green" if p == t else "red" for p, t in zip(predicted.tolist(), labels[pick].tolist())]
-        figures.save(figures.image_grid(images, titles, colors=colors), path)
+        figures.save(figures.image_grid(images, titles, colors=colors, caption=SAMPLES_CAPTION), path)
+
+
+SAMPLES_CAPTION = "above each image: predicted (true) class; green where right, red where wrong"
 
 
 def _png_base64(image: torch.Tensor) -> str:
