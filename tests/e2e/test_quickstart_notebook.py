@@ -10,6 +10,8 @@ nbformat = pytest.importorskip("nbformat", reason="the test extra installs nbcli
 nbclient = pytest.importorskip("nbclient", reason="the test extra installs nbclient and ipykernel")
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 DATA = REPO.parent / "shared" / "data" / "hymenoptera"
 
