@@ -313,3 +313,30 @@ def test_a_journal_trial_whose_process_is_gone_is_failed_and_its_slot_rerun(tmp_
     assert main(args) == 0
     assert states(out) == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE"}
     assert "trial  state" in capsys.readouterr().out  # -q: the table alone
+
+
+@pytest.mark.parametrize("trials", [3, 24])
+def test_the_plots_number_trials_whole_and_say_how_few_the_importances_rest_on(trials, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from dlkit.track import figures
+    from dlkit.tune.report import write_plots
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-1, log=True) + t.suggest_int("width", 1, 9) / 100,
+                   n_trials=trials)
+    drawn, save = {}, figures.save
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault(Path(path).name, fig) and save(fig, path))
+    files = write_plots(study, SimpleNamespace(dir=tmp_path, monitor="val_acc"), SimpleNamespace(print=print))
+    assert set(files) == {"history_png", "importance_png"}
+    history = drawn["optimization_history.png"]
+    FigureCanvasAgg(history).draw()
+    shown = [t.get_text() for t in history.axes[0].get_xticklabels() if t.get_text()]
+    assert shown and all(text.lstrip("−-").isdigit() for text in shown)  # 0, 1, 2: no 0.5 between trials
+    title = drawn["param_importances.png"].axes[0].get_title(loc="left")
+    assert title.startswith("Hyperparameter Importances\n")  # Optuna's title, the caveat under it
+    assert f"from {trials} finished trials" in title
+    assert ("too few to rank them reliably" in title) == (trials < 20)
