@@ -202,3 +202,13 @@ def test_tensorboard_draws_its_figures_and_histograms_off_the_training_thread(tm
     assert {"val/confusion_matrix", "data/first_train_batch"} <= set(events.Tags()["images"])
     assert any(tag.startswith("weights/") for tag in events.Tags()["histograms"])
     assert [e.step for e in events.Images("val/confusion_matrix")] == [1, 2]
+
+
+def test_an_epoch_of_a_few_milliseconds_shows_no_speed():
+    from dlkit.track.console import format_epoch
+
+    record = {"epoch": 3, "lr": 0.002, "images_per_s": 52_000.0, "best": False}
+    short = format_epoch({**record, "epoch_s": 0.004}, 10, "cpu fp32", "loss 0.1", unit="rows")
+    timed = format_epoch({**record, "epoch_s": 2.5}, 10, "cpu fp32", "loss 0.1", unit="rows")
+    assert "  - rows/s  4ms  " in short and "52,000" not in short
+    assert "  52,000 rows/s  2.5s  " in timed

@@ -105,5 +105,9 @@ def format_epoch(r: dict[str, Any], epochs: int, device: str, metrics: str, unit
     width = len(str(epochs))
     mark = " *" if r.get("best") else ""
     seconds = f"{r['epoch_s']:.1f}s" if r["epoch_s"] >= 0.05 else f"{r['epoch_s'] * 1000:.0f}ms"
+    rate = f"{r['images_per_s']:,.0f}" if r["epoch_s"] >= MIN_TIMED_S else "-"
     return (f"epoch {r['epoch']:>{width}}/{epochs}  {metrics}  lr {r['lr']:.2e}  "
-            f"{r['images_per_s']:,.0f} {unit}/s  {seconds}  {device}{mark}")
+            f"{rate} {unit}/s  {seconds}  {device}{mark}")
+
+
+MIN_TIMED_S = 0.1  # an epoch shorter than this shows no speed: a few ms of its own swung rows/s 10x between epochs
