@@ -326,3 +326,37 @@ def test_model_arguments_no_training_wrote_are_refused_before_anything_is_alloca
     save_tensors(crafted, tensors, meta, durable=False)
     with pytest.raises(UserError, match=message):
         dlkit.load(crafted, device="cpu")
+
+
+def _resume_folder(honest, name, change):
+    folder = honest["root"] / f"damaged-{name}"
+    shutil.copytree(honest["run"], folder)
+    change(folder)
+    return folder
+
+
+def _rewrite_meta(file, change):
+    tensors, meta = load_tensors(file)
+    change(meta)
+    save_tensors(file, tensors, meta, durable=False)
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("yaml-list", lambda f: (f / "config.yaml").write_text("- a\n- b\n"), "holds a list, not the options of a run"),
+    ("yaml-bad", lambda f: (f / "config.yaml").write_text("model: [\n"), "is not valid YAML"),
+    ("no-config", lambda f: _rewrite_meta(f / "checkpoints" / "last.safetensors", lambda m: m.pop("config")),
+     "KeyError: 'config'"),
+    ("cv-json", lambda f: (f / "cv.json").write_text("[]"), "is not a cv.json dlkit wrote"),
+    ("eval-workers", lambda f: _rewrite_meta(f / "checkpoints" / "best.safetensors",
+                                             lambda m: m["config"].update(workers="x")), "ValueError"),
+])
+def test_damaged_run_folders_are_one_line_errors(honest, capsys, name, change, message):
+    """Found in review: each of these was a traceback."""
+    from dlkit.cli.main import main
+
+    folder = _resume_folder(honest, name, change)
+    argv = {"cv-json": ["predict", str(folder), str(honest["image"])],
+            "eval-workers": ["eval", str(folder)]}.get(name, ["train", "--resume", str(folder), "--epochs", "2", "-q"])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -10,7 +10,7 @@ import torch
 
 from .source import Samples
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: the notes' warnings are kept apart (a version-1 file would drop them)
 
 
 def cache_dir() -> Path:

@@ -48,7 +48,7 @@ class Images:
 
         source = open_source(cfg.data, cfg.data_dir, cfg.val_split, cfg.seed, cfg.allow_outside_root)
         if cfg.folds or cfg.refit:
-            source = _image_folds(source, cfg)
+            source = image_folds(source, cfg)
         data = prepare_data(source, cfg.image_size, cfg.channels, default_size, cfg.cache, cfg.strict, cfg.disk_cache,
                             smallest)
         if len(data.train) == 0 or len(data.val) == 0:
@@ -108,7 +108,7 @@ def _where_kept(data, cache: str) -> str:
     return f"{verdict}: {need / 2**30:.2f} GiB decoded vs a budget of {budget / 2**30:.1f} GiB, half the available memory"
 
 
-def _image_folds(source: DataSource, cfg) -> DataSource:
+def image_folds(source: DataSource, cfg) -> DataSource:
     """Fold `cfg.fold` of K over the training pool (train + val, unless val is an official test set)."""
     pool = source.train if source.test is not None else _concat(source.train, source.val)
     if cfg.refit:

@@ -226,7 +226,7 @@ class TableSpec:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def _category(value) -> str:
+def category_key(value) -> str:
     """How a category value is keyed: its text, with whole floats written as integers (3.0 -> '3')."""
     import pandas as pd
 
@@ -238,7 +238,7 @@ def _category(value) -> str:
 
 
 def category_keys(values):
-    """_category of every value, computed once per distinct value (a dict lookup per row, not a Python call)."""
+    """category_key of every value, computed once per distinct value (a dict lookup per row, not a Python call)."""
     import pandas as pd
 
     present = values.notna()
@@ -247,7 +247,7 @@ def category_keys(values):
     keys = pd.Series("\0missing", index=values.index, dtype=object)
     if present.any():
         uniques = pd.unique(values[present])
-        keys[present] = values[present].map({u: _category(u) for u in uniques}).astype(object)
+        keys[present] = values[present].map({u: category_key(u) for u in uniques}).astype(object)
     return keys
 
 

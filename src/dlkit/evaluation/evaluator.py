@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ..data import make_batches, open_source, prepare_split
@@ -28,21 +29,17 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     predictor = Predictor.from_checkpoint(path, device, model_code, trust_code)
     if predictor.modality == "table":
         return EvalResult(evaluate_table(predictor, data, split))
-    cfg = predictor.meta.get("config", {})
+    cfg = saved_options(predictor.meta.get("config"), predictor.path)
     spec = predictor.spec
-    data = data or cfg.get("data")
-    source = open_source(data, data_dir or (cfg.get("data_dir") if data == cfg.get("data") else None),
-                         cfg.get("val_split", 0.2), cfg.get("seed", 0))
-    if data == cfg.get("data") and (cfg.get("folds") or cfg.get("refit")):  # a CV fold: its own held-out images
-        from types import SimpleNamespace
+    data = data or cfg.data
+    source = open_source(data, data_dir or (cfg.data_dir if data == cfg.data else None), cfg.val_split, cfg.seed)
+    if data == cfg.data and (cfg.folds or cfg.refit):  # a CV fold: its own held-out images
+        from ..data.modality import image_folds
 
-        from ..data.modality import _image_folds
-
-        source = _image_folds(source, SimpleNamespace(**{k: cfg.get(k, d) for k, d in (
-            ("refit", False), ("val_split", 0.2), ("seed", 0), ("folds", None), ("fold", 0))}))
+        source = image_folds(source, cfg)
     samples = relabel(source.split(split), source.classes, spec.class_names, data)
-    samples, notes = prepare_split(samples, spec, cfg.get("cache", "auto"))
-    batches = make_batches(samples, spec, batch_size, False, predictor.device, workers=cfg.get("workers"))
+    samples, notes = prepare_split(samples, spec, cfg.cache)
+    batches = make_batches(samples, spec, batch_size, False, predictor.device, workers=cfg.workers)
     logits, labels = predict_logits(predictor.model, batches, Inputs(spec))
     result = classification_metrics(logits, labels, spec.class_names)
     result.update({"checkpoint": str(predictor.path), "data": data, "split": split, "notes": notes,
@@ -52,6 +49,28 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     save_confusion_png(result["confusion_matrix"], spec.class_names, png, f"{data} ({split}) accuracy {result['accuracy']:.4f}")
     result["confusion_png"] = str(png)
     return EvalResult(result)  # a dict that shows itself in a notebook
+
+
+def saved_options(config, path: Path) -> SimpleNamespace:
+    """The training options eval reuses (how the data was split, read and cached), read as data: a checkpoint's
+    saved config is from anywhere, so each value is checked and workers are capped at this machine's CPUs."""
+    from ..device import usable_cpus
+    from ..infer.predictor import damaged_metadata
+
+    config = config if isinstance(config, dict) else {}
+    with damaged_metadata(path):
+        folds = None if config.get("folds") is None else int(config["folds"])
+        workers = None if config.get("workers") is None else min(max(0, int(config["workers"])), usable_cpus())
+        options = SimpleNamespace(
+            data=config.get("data"), data_dir=config.get("data_dir"), val_split=float(config.get("val_split", 0.2)),
+            seed=int(config.get("seed", 0)), folds=folds, fold=int(config.get("fold", 0)),
+            refit=bool(config.get("refit", False)), workers=workers,
+            cache=config.get("cache") if config.get("cache") in ("auto", "ram", "device", "off") else "auto")
+        if not (0 < options.val_split < 1) or (folds is not None and not 0 <= options.fold < folds >= 2):
+            raise ValueError("val_split, folds or fold out of range")
+        if not all(v is None or isinstance(v, str) for v in (options.data, options.data_dir)):
+            raise TypeError("data or data_dir is not a path")
+    return options
 
 
 def evaluate_table(predictor, data: str | None, split: str) -> dict[str, Any]:

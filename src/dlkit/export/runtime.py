@@ -53,7 +53,10 @@ def read_metadata(props: dict[str, str], where: str) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise UserError(f"{where} was not written by `dlkit export` (no dlkit metadata); export the run with "
                         "`dlkit export RUN`")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{where}: its format_version {str(version)[:20]!r} is not one dlkit writes; export it again")
+    if version > FORMAT_VERSION:
         raise UserError(f"{where} was written by a newer dlkit (format {meta['format_version']}); upgrade dlkit")
     if meta.get("modality") not in SPECS:
         raise UserError(f"{where} holds a {meta.get('modality')!r} model, which this dlkit cannot run; upgrade dlkit")
@@ -137,9 +140,13 @@ class OnnxModel:
                             "export it again with `dlkit export`") from None
         self.meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.path))
         self.modality: str = self.meta["modality"]
-        self.spec = SPECS[self.modality](self.meta["spec"])
-        self.classes: tuple[str, ...] = tuple(str(c) for c in self.meta.get("classes", ()))
-        self.input_name = self.session.get_inputs()[0].name
+        try:  # the metadata is data: a missing or mistyped spec is the file's fault, in one line
+            self.spec = SPECS[self.modality](self.meta["spec"])
+            self.classes: tuple[str, ...] = tuple(str(c) for c in self.meta.get("classes", ()))
+            self.input_name = self.session.get_inputs()[0].name
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as e:
+            raise UserError(f"{self.path} has no model input or preprocessing spec dlkit can use ({type(e).__name__}: "
+                            f"{str(e)[:100]}); export it again with `dlkit export`") from None
         self._table = None
 
     def __repr__(self) -> str:

@@ -38,7 +38,14 @@ def cv_checkpoints(path: Path) -> list[Path]:
         return []
     if (path / "refit" / "checkpoints").is_dir():
         return [resolve_checkpoint(path / "refit")]
-    return [resolve_checkpoint(path / Path(f["run_dir"]).name) for f in json.loads((path / "cv.json").read_text())["folds"]]
+    try:  # cv.json is data: each fold's folder is looked for by its name alone, inside this folder
+        names = [Path(f["run_dir"]).name for f in json.loads((path / "cv.json").read_text())["folds"]]
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"{path / 'cv.json'} is not a cv.json dlkit wrote ({type(e).__name__}); pass one fold's run "
+                        "folder instead") from None
+    if not names:
+        raise UserError(f"{path / 'cv.json'} lists no folds; pass one fold's run folder instead")
+    return [resolve_checkpoint(path / name) for name in names]
 
 
 def _rebuild(file: Path, trust: CodeTrust) -> tuple[torch.nn.Module, dict[str, Any]]:

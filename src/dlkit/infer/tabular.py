@@ -85,13 +85,13 @@ class TablePredictor:
 
     def unseen_categories(self, frame) -> dict[str, int]:
         """Per categorical column, how many rows hold a value not seen in training (they use the unknown bucket)."""
-        from ..data.tables import _category
+        from ..data.tables import category_key
 
         counts = {}
         for c in self.spec.columns:
             if c["kind"] == "categorical" and c["name"] in frame.columns:
                 known = set(c["vocab"])
-                keys = frame[c["name"]].map(_category)
+                keys = frame[c["name"]].map(category_key)
                 n = int((~keys.isin(known) & (keys != "\0missing")).sum())
                 if n:
                     counts[c["name"]] = n

@@ -62,21 +62,24 @@ def load_last(trainer) -> None:
     if state_meta.get("step") != meta.get("step"):
         raise UserError(f"{folder}: last.safetensors and last.state.safetensors are from different steps; "
                         "start a new run with --resume-weights-only")
-    same = {"model": meta.get("model") == cfg.model,
-            "data": absolute_path(meta.get("data", cfg.data)) == cfg.data,
-            "optimizer": meta["config"]["optimizer"] == cfg.optimizer,
-            "classes": list(meta["spec"].get("class_names", [])) == list(trainer.data.spec.class_names)}
-    differs = [what for what, ok in same.items() if not ok]
-    if differs:
-        raise UserError(f"cannot resume {trainer.run_dir}: its {' and '.join(differs)} differ from this run's; "
-                        f"use --resume-weights-only {trainer.run_dir} to start a new run from its weights")
-    recorded, now = (meta.get("model_source") or {}).get("sha256"), (trainer.model_source or {}).get("sha256")
-    if recorded and now and recorded != now:
-        trainer.console.warn(f"{trainer.model_source.get('file')} changed since this run's last checkpoint (SHA-256 "
-                             "differs); its weights still have to load strictly")
-    trainer.model.load_state_dict(weights)
-    trainer.epoch, trainer.step, trainer.step_in_epoch = meta["epoch"], meta["step"], meta.get("step_in_epoch", 0)
-    restore(trainer, ckpt.unflatten_state(state_meta["state"], tensors), trainer.step_in_epoch)
+    from ..infer.predictor import damaged_metadata
+
+    with damaged_metadata(folder / "last.safetensors"):  # metadata and state are data: a damaged one is one line
+        same = {"model": meta.get("model") == cfg.model,
+                "data": absolute_path(meta.get("data", cfg.data)) == cfg.data,
+                "optimizer": meta["config"]["optimizer"] == cfg.optimizer,
+                "classes": list(meta["spec"].get("class_names", [])) == list(trainer.data.spec.class_names)}
+        differs = [what for what, ok in same.items() if not ok]
+        if differs:
+            raise UserError(f"cannot resume {trainer.run_dir}: its {' and '.join(differs)} differ from this run's; "
+                            f"use --resume-weights-only {trainer.run_dir} to start a new run from its weights")
+        recorded, now = (meta.get("model_source") or {}).get("sha256"), (trainer.model_source or {}).get("sha256")
+        if recorded and now and recorded != now:
+            trainer.console.warn(f"{trainer.model_source.get('file')} changed since this run's last checkpoint (SHA-256 "
+                                 "differs); its weights still have to load strictly")
+        trainer.model.load_state_dict(weights)
+        trainer.epoch, trainer.step, trainer.step_in_epoch = meta["epoch"], meta["step"], meta.get("step_in_epoch", 0)
+        restore(trainer, ckpt.unflatten_state(state_meta["state"], tensors), trainer.step_in_epoch)
     where = (f"step {trainer.step_in_epoch} of epoch {trainer.epoch + 1}" if trainer.step_in_epoch
              else f"epoch {trainer.epoch}")
     trainer.console.print(f"resuming {trainer.run_dir} after {where} (global step {trainer.step})")
