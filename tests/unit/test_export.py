@@ -347,3 +347,12 @@ def test_onnx_model_refuses_files_it_cannot_use(exported, tmp_path):
         model.probabilities(torch.zeros(1, 3, 12, 12))
     with pytest.raises(UserError, match="holds a model for images; predict_frame"):
         model.predict_frame(pd.DataFrame({"a": [1]}))
+
+
+def test_export_takes_a_run_and_the_old_method_says_where_export_went(image_data, tmp_path):
+    run = dlkit.train(data=str(image_data), model="softmax", epochs=1, image_size=8, out=str(tmp_path / "r"),
+                      quiet=True, tensorboard=False, report=False, workers=0, disk_cache=False)
+    result = dlkit.export_onnx(run, tmp_path / "from-run.onnx")
+    assert result.path.is_file() and result.top1_agreement == 1.0
+    with pytest.raises(dlkit.UserError, match=r"moved: call dlkit.export_onnx\(predictor, path"):
+        run.load("cpu").export_onnx(tmp_path / "old.onnx")

@@ -60,8 +60,8 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
     """Export a run, a checkpoint or a loaded model to ONNX, check it against PyTorch, then write it atomically.
 
     Args:
-        predictor: a run folder or checkpoint file (loaded on the CPU, with trust_code / model_code as for
-            dlkit.load), or a Predictor or TablePredictor (one model, not a CV folder's folds).
+        predictor: a Run (dlkit.train's), a run folder or checkpoint file (loaded on the CPU, with trust_code /
+            model_code as for dlkit.load), or a Predictor or TablePredictor (one model, not a CV folder's folds).
         out: the .onnx file (default <run>/export/model.onnx, or model.int8.onnx when quantized).
         quantize: None, or "int8" (onnxruntime dynamic quantization; the fp32 graph is still checked first).
         opset: ONNX opset (default: the exporter's); at least 18.
@@ -74,6 +74,9 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
     Example: `dlkit.export_onnx("runs/x", "model.onnx")`, or `dlkit.export_onnx(dlkit.load("runs/x"))`
     """
     onnx = require_extras()
+    if hasattr(predictor, "dir") and hasattr(predictor, "trusted_code"):  # a Run that dlkit.train returned
+        trust_code = trust_code or predictor.trusted_code
+        predictor = predictor.dir
     if isinstance(predictor, (str, Path)):
         from ..infer import load
 

@@ -212,6 +212,12 @@ class Predictor:
                for s in range(0, len(items), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
+    def export_onnx(self, *args, **options):
+        """Moved to dlkit.export_onnx(predictor, path, ...): the predictor no longer imports export (the layers
+        contract), so this only says where it went."""
+        raise UserError("predictor.export_onnx(...) moved: call dlkit.export_onnx(predictor, path, ...), or "
+                        "`dlkit export RUN` from the shell")
+
     def _topk(self, probs: torch.Tensor, k: int) -> list[tuple[str, float]]:
         values, index = probs.topk(min(k, len(probs)))
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]

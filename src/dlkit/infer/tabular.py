@@ -131,6 +131,12 @@ class TablePredictor:
         """Predictions for a table file, DataFrame, dict or list of dicts, as a DataFrame."""
         return self.predict_frame(table, id_column)[0]
 
+    def export_onnx(self, *args, **options):
+        """Moved to dlkit.export_onnx(predictor, path, ...): the predictor no longer imports export (the layers
+        contract), so this only says where it went."""
+        raise UserError("predictor.export_onnx(...) moved: call dlkit.export_onnx(predictor, path, ...), or "
+                        "`dlkit export RUN` from the shell")
+
     def explain(self, table, top: int = 3, id_column: str | None = None):
         """predict()'s DataFrame plus an `explanation` column: per row, the `top` input columns that moved the
         prediction most, signed ('x1 +0.31, island -0.12'). `.attrs["effects"]` holds every column's effect.

@@ -16,10 +16,8 @@ MISTAKES = 12
 class RunArtifacts:
     def on_fit_start(self, trainer) -> None:
         figures.import_in_background()  # ready by the end of training, so the plots start at once
-        if trainer.modality.has_images:
-            from .explained import import_in_background
-
-            import_in_background()  # Captum, for the report's Grad-CAM pictures
+        # Captum is imported when the report asks for it, on this thread: imported on a second thread beside
+        # matplotlib's, it left IPython half-initialised and the report's first figure failed
 
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
         from ..evaluation.report import write_report

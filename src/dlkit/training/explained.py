@@ -17,18 +17,6 @@ from ..track import figures
 SAMPLES = 16
 
 
-def import_in_background() -> None:
-    """Import Captum (~0.35 s beyond torch and matplotlib) on a thread while the run trains, as the figures do."""
-    import threading
-
-    def load() -> None:
-        try:
-            import captum.attr  # noqa: F401
-        except Exception:  # noqa: BLE001 - missing or broken: the report says so when it asks for it
-            pass
-    threading.Thread(target=load, name="dlkit-import-captum", daemon=True).start()
-
-
 def add_explanations(trainer, metrics: dict[str, Any], labels: torch.Tensor, plots: Path,
                      to_base64: Callable[[torch.Tensor], str]) -> None:
     """metrics["mistakes"][i]["looked_png"] (to_base64 of the blended picture) for each mistake,

@@ -1,18 +1,13 @@
 """The Trainer: builds data, model and optimizer from a TrainConfig, runs the epochs, and hands events to callbacks."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import random
-import signal
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import TrainConfig
@@ -35,6 +30,7 @@ from ..infer.logits import predict_logits
 from .loop import StepParts, epoch_metrics, finite, new_totals, train_one_epoch
 from .optim import OPTIMIZERS, lr_multiplier
 from .run_summary import SetupClock, count_parameters, run_summary, timing
+from .signals import seed_everything, signals_caught
 
 
 # hooks called between training steps, whose time counts as per-epoch tracking (on_batch_end runs inside the steps)
@@ -77,7 +73,7 @@ class Trainer:
         self.device_label = device_label(self.device, cfg.amp) + self.dist.label
         if cfg.amp and amp_dtype(self.device, cfg.amp) is None:
             self.console.print(f"--amp: no native bf16 on {self.device.type} here (it would be slower), so fp32")
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         configure_backends(self.device, cfg.deterministic)
         if cfg.max_image_pixels:
             from PIL import Image
@@ -212,7 +208,7 @@ class Trainer:
         self.setup_clock.mark("batches, optimizer, run folder")
         self._emit("on_fit_start")
         try:
-            with self._signals_caught():
+            with signals_caught(self):
                 while self.epoch < cfg.epochs and not self.should_stop:
                     self.epoch += 1
                     self._emit("on_epoch_start")
@@ -383,26 +379,6 @@ class Trainer:
             raise UserError(f"the training loss became {loss} in epoch {self.epoch}; lower --lr (now {self.cfg.lr:g}), "
                             "check the input data, or use --nan-policy skip-batch; the last good checkpoint is kept")
 
-    @contextlib.contextmanager
-    def _signals_caught(self):
-        """SIGINT/SIGTERM: finish the step, save, stop. A second SIGINT stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._signal is not None:
-                raise KeyboardInterrupt
-            self._signal = signum
-            self.console.print(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to stop at once)")
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
     def _emit(self, hook: str, *args) -> None:
         started = time.perf_counter()
         for callback in self.callbacks:
@@ -416,9 +392,3 @@ class Trainer:
 
     def save_checkpoint(self, name: str, with_state: bool = False) -> Path:
         return resume.save_checkpoint(self, name, with_state)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
