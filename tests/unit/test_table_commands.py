@@ -87,7 +87,8 @@ def test_eval_scores_another_labelled_table(table_run, capsys):
     assert result["accuracy"] == pytest.approx(float(np.mean(predicted.to_numpy() == other["label"].to_numpy())))
 
 
-def test_show_data_says_what_training_does_with_every_column(table_run, capsys):
+def test_show_data_says_what_training_does_with_every_column(table_run, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # show-data writes its figure into the working folder
     capsys.readouterr()
     assert main(["show-data", str(table_run / "t.csv"), "--target", "label"]) == 0
     out = capsys.readouterr().out
