@@ -37,9 +37,11 @@ class ConsoleProgress:
     """Callback. On a terminal: an epochs bar with a nested batches bar (ETA, loss, images/s). Elsewhere (log files,
     CI): a plain progress line every `interval` seconds, no carriage returns. Always: one summary line per epoch."""
 
-    def __init__(self, console: Console, interval: float = 30.0):
-        self.console, self.interval = console, interval
-        self.use_bars = not console.quiet and console.stream.isatty()
+    def __init__(self, console: Console, interval: float = 30.0, lines: bool = True):
+        """lines=False: another callback shows the progress and the epochs (the notebook's live display), so the
+        bars and lines would say it twice."""
+        self.console, self.interval, self.lines = console, interval, lines
+        self.use_bars = lines and not console.quiet and console.stream.isatty()
         self.epochs_bar = self.bar = None
 
     def on_fit_start(self, trainer) -> None:
@@ -67,7 +69,7 @@ class ConsoleProgress:
             self.bar.update(1)
             if self.bar.n % 10 == 1:  # reading the loss syncs the device: not every step
                 self.bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{rate:,.0f}", refresh=False)
-        elif now - self.last_line >= self.interval and not self.console.quiet:
+        elif self.lines and now - self.last_line >= self.interval and not self.console.quiet:
             self.last_line = now
             done, total = trainer.step_in_epoch, trainer.steps_per_epoch
             eta = (total - done) * (now - self.started) / max(1, done)
@@ -84,7 +86,7 @@ class ConsoleProgress:
             self.epochs_bar.update(1)
             self.epochs_bar.set_postfix({f"best_{trainer.monitor}": f"{trainer.best_value:.4g}"})
             self.epochs_bar.write(line, file=self.console.stream)
-        else:
+        elif self.lines:
             self.console.print(line)
 
     def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:

@@ -144,6 +144,8 @@ def bundle(view: dict, curves: str) -> dict[str, str]:
 class LiveDisplay:
     """Callback: the notebook display of a training run (progress, epochs table, curves), updated in place."""
 
+    shows_epochs = True  # the console's epoch lines and progress would repeat it below the display
+
     def __init__(self, interval: float | None = None, figure_interval: float | None = None):
         self.interval = INTERVAL if interval is None else interval
         self.figure_interval = FIGURE_INTERVAL if figure_interval is None else figure_interval

@@ -185,7 +185,9 @@ class Trainer:
         stopping = [EarlyStopping(cfg.patience)] if cfg.patience else []
         if not self.dist.is_main:
             return [Checkpointer(), *stopping, *extra]
-        callbacks = [ConsoleProgress(self.console), MetricsFile(self.run_dir), Checkpointer(), *stopping]
+        shown_elsewhere = any(getattr(c, "shows_epochs", False) for c in extra)  # the notebook's live display
+        callbacks = [ConsoleProgress(self.console, lines=not shown_elsewhere), MetricsFile(self.run_dir), Checkpointer(),
+                     *stopping]
         if cfg.tensorboard:
             from ..track.tensorboard import TensorBoardLogger
 
