@@ -164,7 +164,7 @@ def test_tensorboard_command_serves_the_runs_on_loopback(run):
 def test_progress_without_a_terminal_prints_plain_periodic_lines(monkeypatch, tmp_path):
     from dlkit.track import console
 
-    monkeypatch.setattr(console.ConsoleProgress.__init__, "__defaults__", (0.0,))  # a line at every step
+    monkeypatch.setattr(console.ConsoleProgress.__init__, "__defaults__", (0.0, True))  # a line at every step
     log = io.StringIO()
     dlkit.train(data="digits", model="softmax", epochs=1, out=str(tmp_path / "r"), tensorboard=False, report=False, log=log)
     text = log.getvalue()
