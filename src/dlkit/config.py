@@ -9,6 +9,9 @@ from typing import Any
 from .errors import UserError, require
 
 
+TTA_MODES = ("none", "flip", "shift", "flip-shift")  # infer/tta.py defines the views
+
+
 def opt(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, parse=None) -> Any:
     """A config field whose metadata also defines its CLI flag (and, where the type is not enough, its parser)."""
     meta = {"help": help, "choices": choices, "flag": flag, "parse": parse}
@@ -35,7 +38,9 @@ class TrainConfig:
     val_split: float = opt(0.2, "fraction held out for validation when the data has no validation split")
     image_size: int | None = opt(None, "side in pixels images are resized to (default: native for built-ins, the model's size for folders)")
     channels: int | None = opt(None, "1 (grayscale) or 3 (RGB); default: what the data holds", choices=(1, 3))
-    augment: str = opt("none", "training augmentation", choices=("none", "light", "standard"))
+    augment: str = opt("none", "training augmentation: light (crop, flip), standard (light + jitter, rotation), shift "
+                       "(2 px translations), alternating (shift + each image mirrored on every other epoch, airbench)",
+                       choices=("none", "light", "standard", "alternating", "shift"))
     strict: bool = opt(False, "fail on unreadable images instead of skipping them")
     allow_outside_root: bool = opt(False, "let a CSV manifest name files outside its own folder")
     max_image_pixels: int | None = opt(None, "raise Pillow's decompression-bomb limit (default ~89 megapixels)")
@@ -64,6 +69,12 @@ class TrainConfig:
                             "trains them all)")
     fold: int = opt(0, "which fold (0-based) this run validates on, with --folds")
     refit: bool = opt(False, "train on all the data, with no held-out split (the final step of `dlkit cv --refit`)")
+    # recipe
+    recipe: str | None = opt(None, "a named recipe from `dlkit recipes` (fast, finetune, ...): it fills model, "
+                             "optimizer, schedule, batch size, epochs and augmentation; your flags still win "
+                             "(default: the data's own, images or table)")
+    tta: str = opt("none", "test-time augmentation, recorded with the model: evaluate, predict, serve, the report and "
+                   "export average these views (flip, shift, flip-shift)", choices=TTA_MODES)
     # model
     model: str = opt("lenet-modern", "model name from `dlkit models`, or tv:<torchvision name>")
     model_args: dict = opt({}, "extra model keyword arguments as key=value (e.g. dropout=0.5 hidden=256,128)", flag="--model-arg")
@@ -79,13 +90,13 @@ class TrainConfig:
     loss: str = opt("auto", "loss function; auto: cross-entropy for classes, mse for numbers (on softmax "
                     "probabilities for classes)", choices=("auto", "cross-entropy", "mse", "l1", "huber"))
     label_smoothing: float = opt(0.0, "label smoothing for cross-entropy, in [0, 1)")
-    optimizer: str = opt("adamw", "optimizer", choices=("sgd", "adagrad", "rmsprop", "adam", "adamw"))
+    optimizer: str = opt("adamw", "optimizer", choices=("sgd", "adagrad", "rmsprop", "adam", "adamw", "muon"))
     lr: float | str = opt(2e-3, "peak learning rate, or auto: run the LR finder first and use its suggestion",
                           parse=float_or_auto)
     momentum: float = opt(0.0, "momentum for sgd and rmsprop (0 = plain SGD, as in torch)")
     nesterov: bool = opt(False, "Nesterov momentum for sgd")
     weight_decay: float = opt(0.0, "L2 penalty (decoupled for adamw)")
-    schedule: str = opt("none", "learning-rate schedule", choices=("none", "step", "cosine", "onecycle"))
+    schedule: str = opt("none", "learning-rate schedule", choices=("none", "step", "cosine", "onecycle", "linear"))
     warmup_epochs: float = opt(0.0, "linear warm-up length in epochs")
     clip_grad: float | None = opt(None, "clip the gradient norm to this value")
     epochs: int = opt(10, "number of passes over the training data")
@@ -171,12 +182,15 @@ def make_config(overrides: dict[str, Any] | None = None, config_file: str | Path
         values["model"] = f"{absolute_path(where)}:{name}"
     values["models_from"] = [absolute_path(p) for p in values.get("models_from", [])]
     from .data.modality import modality_for
+    from .recipes import RECIPES
 
-    recipe = modality_for(values.get("data", TrainConfig.data)).recipe  # a table's defaults differ from images'
-    filled = [k for k in recipe if k not in values]
+    name = values.get("recipe") or modality_for(values.get("data", TrainConfig.data)).recipe_name
+    recipe = RECIPES.get(name)
+    values["recipe"] = name
+    filled = [k for k in recipe.values if k not in values]
     if "recipe_defaults" not in values:
         values["recipe_defaults"] = filled
-    return TrainConfig(**{**recipe, **values}).validated()
+    return TrainConfig(**{**recipe.values, **values}).validated()
 
 
 # Fields naming files or folders. They are saved absolute, so a run can be evaluated or resumed from any folder.

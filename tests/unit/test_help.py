@@ -37,9 +37,9 @@ def test_metavars_name_what_the_flag_takes():
 
 
 def test_table_defaults_are_shown_beside_the_image_ones_and_match_the_tables_recipe():
-    from dlkit.data.modality import MODALITIES
+    from dlkit.recipes import RECIPES
 
-    recipe = MODALITIES.get("table").recipe
+    recipe = RECIPES.get("table").values
     assert set(TABLE_DEFAULTS) == set(recipe)
     for name, value in recipe.items():
         assert str(value) in TABLE_DEFAULTS[name] or name in ("epochs", "batch_size"), name  # those two are fitted

@@ -258,17 +258,19 @@ def test_training_rows_with_gaps_add_a_missing_indicator_used_on_new_rows():
 
 def test_the_table_recipe_fits_batch_size_and_epochs_to_the_rows():
     from dlkit.config import make_config
-    from dlkit.data.modality import Tables
+    from dlkit.recipes import RECIPES, Fitting
+
+    def fit(cfg, rows):
+        return RECIPES.get(cfg.recipe).fitted(cfg, Fitting(rows, "cpu"))[0]
 
     cfg = make_config({"data": "iris"})
-    assert {"batch_size", "epochs", "lr"} <= set(cfg.recipe_defaults)
-    fitted = {rows: Tables.fit_recipe(cfg, rows) for rows in (10, 64, 1600, 100_000)}
+    assert cfg.recipe == "table" and {"batch_size", "epochs", "lr"} <= set(cfg.recipe_defaults)
+    fitted = {rows: fit(cfg, rows) for rows in (10, 64, 1600, 100_000)}
     # batch: rows/8 rounded down to a power of two, 16 to 256; epochs: >= 200 steps, 20 to 100
     assert {rows: (c.batch_size, c.epochs) for rows, c in fitted.items()} == {
         10: (16, 100), 64: (16, 50), 1600: (128, 20), 100_000: (256, 20)}
-    assert fitted[64].lr == cfg.lr == 4e-3 and Tables.fit_recipe(make_config({"data": "iris", "model": "linear"}),
-                                                                 64).lr == 2e-2
-    mine = Tables.fit_recipe(make_config({"data": "iris", "batch_size": 32, "epochs": 3, "lr": 0.1}), 1600)
+    assert fitted[64].lr == cfg.lr == 4e-3 and fit(make_config({"data": "iris", "model": "linear"}), 64).lr == 2e-2
+    mine = fit(make_config({"data": "iris", "batch_size": 32, "epochs": 3, "lr": 0.1}), 1600)
     assert (mine.batch_size, mine.epochs, mine.lr) == (32, 3, 0.1)  # what the user set stays
 
 

@@ -156,7 +156,7 @@ def _shape(text: str) -> tuple[int, int, int]:
 def _default_batch(target: Path, table: bool) -> int:
     """The batch the memory estimates assume: a run's own (its config.yaml), else what `dlkit train` would use."""
     from ..config import TrainConfig
-    from ..data.modality import MODALITIES
+    from ..recipes import RECIPES
     from ..track.rundir import read_config
 
     run_dir = target if (target / "config.yaml").is_file() else target.parent.parent if target.is_file() else None
@@ -164,7 +164,7 @@ def _default_batch(target: Path, table: bool) -> int:
         saved = read_config(run_dir).get("batch_size")
         if isinstance(saved, int):
             return saved
-    return MODALITIES.get("table").recipe["batch_size"] if table else TrainConfig.batch_size
+    return RECIPES.get("table").values["batch_size"] if table else TrainConfig.batch_size
 
 
 def cmd_tensorboard(args: argparse.Namespace) -> int:

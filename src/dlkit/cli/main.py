@@ -192,7 +192,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, leave_out: tuple[str, ...
 # What a flag's value names, where its field's name does not say it (argparse would print --id-column ID_COLUMN).
 METAVARS = {"models_from": "FILE", "id_column": "COLUMN", "target": "COLUMN", "data_dir": "DIR", "out": "DIR",
             "runs_dir": "DIR", "weights": "FILE", "init_from": "RUN", "data": "DATA"}
-# Where a table's recipe (data/modality.py Tables.recipe, checked by a test) differs from the image defaults.
+# Where the table recipe (dlkit/recipes.py, checked by a test) differs from the image defaults.
 TABLE_DEFAULTS = {"model": "tabular", "epochs": "20-100, fitted to the rows", "batch_size": "16-256, fitted to the rows",
                   "lr": "0.004", "weight_decay": "0.02", "schedule": "cosine", "warmup_epochs": "1.0"}
 

@@ -6,7 +6,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "light", "standard")
+AUGMENTS = ("none", "light", "standard", "alternating", "shift")
+ALTERNATING = "alternating"  # the batches mirror each image on every other epoch (data/loaders.TensorBatches)
+TRANSLATE = 2                # px of the airbench translation (reflect padding)
 
 
 def crop_padding(size: int) -> int:
@@ -16,7 +18,10 @@ def crop_padding(size: int) -> int:
 class BatchAugment:
     """Per-sample random crop with padding, flip, colour jitter and small affine, on a float NxCxHxW batch in [0, 1].
 
-    light = crop + flip; standard = light + brightness/contrast jitter + rotation/scale. No per-sample Python.
+    light = crop + flip; standard = light + brightness/contrast jitter + rotation/scale; shift = a random
+    translation of up to 2 px with reflect padding (airbench's); alternating = shift, with the flip done by the
+    batches themselves (each image mirrored on every other epoch, which needs to know which image is which).
+    No per-sample Python.
     """
 
     def __init__(self, level: str, size: int, generator: torch.Generator | None = None):
@@ -25,6 +30,8 @@ class BatchAugment:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.level == "none":
             return x
+        if self.level in ("shift", ALTERNATING):
+            return self.translate(x, TRANSLATE)
         x = self.flip(self.crop(x))
         if self.level == "standard":
             x = self.affine(self.jitter(x))
@@ -41,6 +48,17 @@ class BatchAugment:
         dx = (self._rand(n, x.device) * (2 * p + 1)).long()
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # N,H,1
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # N,1,W
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+    def translate(self, x: torch.Tensor, pad: int) -> torch.Tensor:
+        """Each image shifted by (dy, dx) in [-pad, pad]^2, the border filled by reflection: always a crop of the
+        reflect-padded image, so nothing from outside it (zeros, other images) comes in."""
+        n, _, h, w = x.shape
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        offsets = (torch.rand(n, 2, generator=self.gen) * (2 * pad + 1)).long().clamp_max(2 * pad).to(x.device)
+        rows = (offsets[:, :1] + torch.arange(h, device=x.device))[:, :, None]  # N,H,1
+        cols = (offsets[:, 1:] + torch.arange(w, device=x.device))[:, None, :]  # N,1,W
         batch = torch.arange(n, device=x.device)[:, None, None]
         return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
@@ -73,6 +91,9 @@ def file_augment(level: str, size: int):
         return None
     from torchvision.transforms import v2
 
+    if level in ("shift", ALTERNATING):  # files come one by one: a random flip stands in for the alternating one
+        shift = [v2.RandomCrop(size, padding=TRANSLATE, padding_mode="reflect")]
+        return v2.Compose(shift + ([v2.RandomHorizontalFlip()] if level == ALTERNATING else []))
     steps = [v2.RandomCrop(size, padding=crop_padding(size)), v2.RandomHorizontalFlip()]
     if level == "standard":
         steps += [v2.ColorJitter(brightness=0.2, contrast=0.2), v2.RandomAffine(degrees=10, scale=(0.9, 1.1))]

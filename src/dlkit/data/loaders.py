@@ -191,6 +191,19 @@ class TensorBatches:
         self.generator = torch.Generator().manual_seed(seed)
         self.skip_batches = 0
         self.shard = Shard()
+        self.epoch, self.mirrored = 1, None
+
+    def alternate_flip(self, seed: int) -> None:
+        """airbench's alternating flip: a seeded half of the images mirrored in odd epochs and the other half in
+        even ones, so across any two epochs every image is seen both ways (random flips repeat or miss some)."""
+        flips = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed)) < 0.5
+        flips = flips.to(self.images.device)[:, None, None, None]
+        self.mirrored = (torch.where(flips, self.images.flip(-1), self.images),
+                         torch.where(flips, self.images, self.images.flip(-1)))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The 1-based epoch about to run (a resumed run sets it too): the alternating flip's phase."""
+        self.epoch = epoch
 
     def set_shard(self, shard: Shard) -> None:
         self.shard = shard
@@ -207,8 +220,9 @@ class TensorBatches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
         first, self.skip_batches = self.skip_batches, 0
+        images = self.images if self.mirrored is None else self.mirrored[(self.epoch - 1) % 2]
         for idx, weight in self.shard.pieces(order, self.batch_size, first):
-            batch = (self.images[idx].to(self.device, non_blocking=True),
+            batch = (images[idx].to(self.device, non_blocking=True),
                      self.labels[idx].to(self.device, non_blocking=True))
             yield batch if weight is None else (*batch, weight)
 

@@ -4,7 +4,6 @@ predict, TensorBoard, the report) is shared and asks the modality where they dif
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +38,7 @@ class Images:
     name = "image"
     unit = "img"                 # what a sample is called in speeds
     has_images = True
-    recipe: dict[str, Any] = {}  # TrainConfig's defaults are the image recipe
+    recipe_name = "images"       # the recipe (dlkit/recipes.py) a run gets when it names none
 
     @staticmethod
     def prepare(cfg, default_size: int, smallest: int = 1):
@@ -66,10 +65,6 @@ class Images:
     @staticmethod
     def callbacks(cfg) -> list:
         return []
-
-    @staticmethod
-    def fit_recipe(cfg, train_rows: int):
-        return cfg
 
     @staticmethod
     def model_args(spec) -> dict[str, Any]:
@@ -220,25 +215,7 @@ class Tables:
     name = "table"
     unit = "rows"
     has_images = False
-    # the default recipe for tables (fields the user did not set): see models/tabular.py for the model's choices
-    recipe: dict[str, Any] = {"model": "tabular", "epochs": 20, "batch_size": 256, "lr": 4e-3, "weight_decay": 0.02,
-                              "schedule": "cosine", "warmup_epochs": 1.0}
-
-    @staticmethod
-    def fit_recipe(cfg, train_rows: int):
-        """The recipe's batch size and epochs for this table's size, where the user set neither: about 8 steps
-        per epoch on small tables, and at least ~200 steps in all (20 to 100 epochs); a faster rate for `linear`."""
-        changes = {}
-        if "lr" in cfg.recipe_defaults and cfg.model == "linear":
-            # one layer moves slowly at the recipe's 4e-3 (tuned for `tabular`): on y = 3 x1 - 2 x2 + noise its ~200
-            # steps reached R^2 0.43; at 2e-2, 0.999
-            changes["lr"] = 2e-2
-        if "batch_size" in cfg.recipe_defaults:
-            changes["batch_size"] = int(min(256, max(16, 2 ** math.floor(math.log2(max(1, train_rows / 8))))))
-        if "epochs" in cfg.recipe_defaults:
-            steps = math.ceil(train_rows / changes.get("batch_size", cfg.batch_size))
-            changes["epochs"] = int(min(100, max(cfg.epochs, math.ceil(200 / steps))))
-        return replace(cfg, **changes)
+    recipe_name = "table"  # dlkit/recipes.py; see models/tabular.py for the model's choices
 
     @staticmethod
     def prepare(cfg, default_size: int = 0, smallest: int = 1):

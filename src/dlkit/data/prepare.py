@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from .augment import file_augment
+from .augment import ALTERNATING, file_augment
 from .loaders import FileBatches, TensorBatches, decode_files, fits_in_memory, guess_file_channels, uniform_small_side
 from .source import DataSource, PreparedData, Samples
 from .spec import PreprocessSpec
@@ -59,6 +59,8 @@ def make_batches(samples: Samples, spec: PreprocessSpec, batch_size: int, shuffl
         nbytes = samples.inputs.numel() * samples.inputs.element_size()
         storage, where = placement(nbytes, device, cache)
         batches = TensorBatches(samples, batch_size, shuffle, device, seed, storage=storage)
+        if shuffle and augment == ALTERNATING:
+            batches.alternate_flip(seed + 3)
         batches.where = where  # the trainer's data line on CUDA says it
         return batches
     transform = file_augment(augment, spec.image_size) if shuffle else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
-from . import curriculum  # noqa: F401  (registers the curriculum's networks)
+from . import curriculum, fast  # noqa: F401  (register the curriculum's networks and the fast recipe's)
 from .arguments import check_arguments, declared_arguments
 from .base import Classifier
 from .registry import MODELS

@@ -153,20 +153,19 @@ def ramp(trainer, start: float, end: float, steps: int) -> tuple[list[float], li
     """
     import torch
 
-    from .optim import OPTIMIZERS
+    from .optim import make_optimizer
 
     cfg, parts = trainer.cfg, trainer.parts
     model = copy.deepcopy(trainer.model)  # the copy learns; the trainer's model keeps its initial weights
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = OPTIMIZERS.get(cfg.optimizer)(params, replace(cfg, lr=start))
+    optimizer = make_optimizer(model, replace(cfg, lr=start))
     lrs: list[float] = []
     losses: list[float] = []
     average, best = 0.0, math.inf
     for i, (inputs, targets) in zip(range(steps), _endless(trainer.train_batches)):
         lr = start * (end / start) ** (i / (steps - 1))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group in optimizer.param_groups:  # each group keeps its rate relative to --lr (muon's SGD groups)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with parts.autocast():
             loss = parts.loss_fn(model(parts.inputs(inputs, train=True)), targets)
         value = float(loss.detach())  # one sync per step: the ramp must see each loss to stop in time

@@ -46,11 +46,114 @@ def adamw(params, cfg):
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **_foreach())
 
 
+@OPTIMIZERS.register("muon", grouped=True, help="Muon (torch.optim.Muon) for 2-D weights, Nesterov SGD (--momentum) "
+                     "for biases and the head at the model's own rates (airbench)")
+def muon(model, cfg):
+    """airbench94_muon's optimizers: Muon at --lr for the matrices (the fast net's flattened filters, a Linear's
+    weights), each renormalised to norm sqrt(rows) before its step as airbench does (with BatchNorm after it the
+    scale is free, so a fixed one keeps Muon's step size meaningful); Nesterov SGD for the rest, at the rate the model
+    names for the head and the biases relative to --lr (FastNet.lr_scales). airbench's SGD rates are for a summed
+    loss; dlkit's loss is the batch mean, so they are multiplied by the batch size, and --weight-decay is, as there,
+    the fraction those parameters shrink per step (not multiplied by the rate). Another network's other parameters
+    (4-D filters included: torch's Muon takes matrices only) get plain SGD at --lr and --weight-decay."""
+    own = getattr(model, "lr_scales", None)  # another network: SGD at plain --lr and --weight-decay for the rest
+    scales = {"head": 1.0, "bias": 1.0, **(own or {})}
+    per_sample = cfg.batch_size if own else 1
+    head = {id(p) for p in model.head.parameters()} if hasattr(model, "head") else set()
+    matrices, groups = [], {"head": [], "bias": []}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in head:
+            groups["head"].append(p)
+        elif p.ndim == 2:
+            matrices.append(p)
+        else:
+            groups["bias"].append(p)
+    parts = []
+    if matrices:
+        filters = torch.optim.Muon(matrices, lr=cfg.lr, momentum=0.6, nesterov=True, weight_decay=0.0, ns_steps=3)
+        filters.param_groups[0]["lr_scale"] = 1.0
+        filters.register_step_pre_hook(_renormalise)
+        parts.append(filters)
+    sgd_groups = []
+    for name, params in groups.items():
+        if params:
+            scale = scales[name] * per_sample
+            decay = cfg.weight_decay / (cfg.lr * scale) if own else cfg.weight_decay
+            sgd_groups.append({"params": params, "lr": cfg.lr * scale, "weight_decay": decay, "lr_scale": scale,
+                               "decay_per_step": bool(own)})
+    if sgd_groups:
+        parts.append(torch.optim.SGD(sgd_groups, lr=cfg.lr, momentum=cfg.momentum or 0.85, nesterov=True,
+                                     **_foreach()))
+    return parts[0] if len(parts) == 1 else Optimizers(parts)
+
+
+@torch.no_grad()
+def _renormalise(optimizer, args, kwargs) -> None:
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
+
+
+class Optimizers(torch.optim.Optimizer):
+    """Several optimizers stepped as one (airbench: Muon and SGD), so the loop, the schedule and checkpoints see one:
+    param_groups is every optimizer's groups (the same dicts, so the schedule sets their rates), and state_dict
+    holds every optimizer's state, so a resumed run continues all of them."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):  # no super().__init__: the parts own the groups
+        self.optimizers = optimizers
+        self.param_groups = [group for o in optimizers for group in o.param_groups]
+        self.defaults, self.state = {}, {}
+        self._optimizer_step_pre_hooks, self._optimizer_step_post_hooks = {}, {}
+
+    def step(self, closure=None):
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict.get("optimizers", [])
+        if len(saved) != len(self.optimizers):
+            from ..errors import UserError
+
+            raise UserError(f"the checkpoint holds {len(saved)} optimizer state(s) and this run builds "
+                            f"{len(self.optimizers)}; start a new run from its weights with --resume-weights-only")
+        for optimizer, state in zip(self.optimizers, saved):
+            optimizer.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return " + ".join(type(o).__name__ for o in self.optimizers)
+
+
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """The config's optimizer over the model's trainable parameters; a grouped one (muon) splits them itself.
+    Each group carries lr_scale, its rate relative to --lr, so a resumed run with another --lr keeps the ratios."""
+    entry = OPTIMIZERS.entry(cfg.optimizer)
+    if entry.info.get("grouped"):
+        return entry.obj(model, cfg)
+    optimizer = entry.obj([p for p in model.parameters() if p.requires_grad], cfg)
+    for group in optimizer.param_groups:
+        group["lr_scale"] = 1.0
+    return optimizer
+
+
 # ---- schedules: pure functions of progress in [0, 1] -> lr multiplier (warm-up is applied around them) -----------
 
 @SCHEDULES.register("none", help="constant learning rate")
 def constant(progress: float) -> float:
     return 1.0
+
+
+@SCHEDULES.register("linear", help="linear decay to zero (airbench)")
+def linear(progress: float) -> float:
+    return max(0.0, 1.0 - progress)
 
 
 @SCHEDULES.register("step", help="x0.1 after each third of training")

@@ -148,10 +148,16 @@ def restore(trainer, state: dict[str, Any], step_in_epoch: int) -> None:
 
 def _apply_config(optimizer, scheduler, cfg) -> None:
     """The resumed run's --lr and --weight-decay win over the saved ones (a no-op when unchanged)."""
-    scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
-    multiplier = scheduler.lr_lambdas[0](scheduler.last_epoch)
-    for group in optimizer.param_groups:
-        group["initial_lr"], group["lr"], group["weight_decay"] = cfg.lr, cfg.lr * multiplier, cfg.weight_decay
+    scheduler.base_lrs = [cfg.lr * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    for group, base, shape in zip(optimizer.param_groups, scheduler.base_lrs, _lambdas(scheduler, optimizer)):
+        group["initial_lr"], group["lr"] = base, base * shape(scheduler.last_epoch)
+        if "weight_decay" in group:  # a per-step fraction (muon's SGD groups) does not scale with the rate
+            group["weight_decay"] = cfg.weight_decay / base if group.get("decay_per_step") else cfg.weight_decay
+
+
+def _lambdas(scheduler, optimizer) -> list:
+    lambdas = scheduler.lr_lambdas
+    return lambdas if len(lambdas) == len(optimizer.param_groups) else lambdas[:1] * len(optimizer.param_groups)
 
 
 def _lists(obj):

@@ -28,7 +28,7 @@ from ..device import (amp_dtype, autocast_for, configure_backends, device_label,
 from .model_setup import build_model
 from ..infer.logits import predict_logits
 from .loop import StepParts, epoch_metrics, finite, new_totals, train_one_epoch
-from .optim import OPTIMIZERS, lr_multiplier
+from .optim import lr_multiplier, make_optimizer
 from .run_summary import SetupClock, count_parameters, run_summary, timing
 from .signals import seed_everything, signals_caught
 
@@ -82,7 +82,7 @@ class Trainer:
         clock.mark("devices")
         self.data = self._prepare_data()
         clock.mark("data")
-        self.cfg = cfg = self.modality.fit_recipe(cfg, len(self.data.train))
+        self.cfg = cfg = self._fit_recipe(cfg)
         self.task = self.modality.task(self.data.spec)
         if cfg.loss == "auto":
             self.cfg = cfg = replace(cfg, loss=self.task.default_loss)
@@ -90,6 +90,7 @@ class Trainer:
         self.maximize = any(word in self.monitor for word in ("acc", "r2", "f1"))
         built = build_model(cfg, self.modality, self.data.spec, self.device, self.console, self.model_object)
         self.model, self.model_args, self.model_source = built.model, built.args, built.source
+        self._init_from_data()
         clock.mark("model")
         if cfg.batch_size == "auto":
             found = find_batch_size(self.model, self._probe_shape(), self.device, len(self.data.train))
@@ -157,6 +158,30 @@ class Trainer:
             self.console.note(note)
         return data
 
+    def _init_from_data(self) -> None:
+        """A model that sets layers from the data (the fast net's patch whitening) sees up to 5,000 normalised
+        training images: the training split only, so validation stays unseen. A resumed run then loads its saved
+        weights over it."""
+        init = getattr(self.model, "init_from_data", None)
+        if init is None or not self.modality.has_images:
+            return
+        from ..data.transforms import normalize
+
+        samples = self.data.train.subset(torch.arange(min(5000, len(self.data.train))))
+        init(normalize(self.images_of(samples), self.data.spec).to(self.device))
+
+    def _fit_recipe(self, cfg: TrainConfig) -> TrainConfig:
+        """The recipe's choices fitted to the data read and the device (only those the user left to it)."""
+        from ..recipes import RECIPES, Fitting
+
+        spec = self.data.spec
+        fitting = Fitting(len(self.data.train), self.device.type, getattr(spec, "image_size", None),
+                          tuple(getattr(spec, "class_names", ()) or ()))
+        cfg, notes = RECIPES.get(cfg.recipe or self.modality.recipe_name).fitted(cfg, fitting)
+        for note in notes:
+            self.console.note(note)
+        return cfg
+
     def _probe_shape(self) -> tuple[int, ...]:
         return self.modality.input_shape(self.data.spec)
 
@@ -165,8 +190,7 @@ class Trainer:
 
     def _step_parts(self, inputs) -> StepParts:
         cfg = self.cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = OPTIMIZERS.get(cfg.optimizer)(params, cfg)
+        optimizer = make_optimizer(self.model, cfg)
         total = cfg.epochs * self.steps_per_epoch
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.schedule, total, warmup))
@@ -221,7 +245,11 @@ class Trainer:
         except BaseException as error:
             self._emit("on_exception", error)
             raise
+        if cfg.tta != "none" and self.modality.has_images and self.history:
+            self._validate_with_tta()
         summary = run_summary(self, time.perf_counter() - started)
+        if getattr(self, "tta_metrics", None):
+            summary["tta"] = self.tta_metrics
         self._write_summary(summary)
         self._emit("on_fit_end", summary)
         summary["timing"] = timing(self)  # again, now that the report and the last checkpoint are written
@@ -263,6 +291,8 @@ class Trainer:
             self.epoch_order_state = self.train_batches.generator.get_state()
             self.totals, self.step_in_epoch = new_totals(self.device), 0
         self.images_this_epoch, self.val_s_this_epoch = 0, 0.0
+        if hasattr(self.train_batches, "set_epoch"):  # the alternating flip's phase (a resumed run's too)
+            self.train_batches.set_epoch(self.epoch)
         try:
             train_one_epoch(self.parts, self.train_batches, self.totals, self._on_step)
         except OutOfMemory:
@@ -315,6 +345,22 @@ class Trainer:
         self.seconds["val"] += elapsed
         self.val_s_this_epoch += elapsed
         return metrics
+
+    def _validate_with_tta(self) -> None:
+        """The final weights validated once more with the run's test-time augmentation (as evaluate and predict
+        will use it), beside the plain figure of the last epoch."""
+        from ..infer.tta import with_tta
+
+        plain = self.eval_forward
+        self.eval_forward = with_tta(plain, self.cfg.tta)
+        try:
+            metrics = self._validate()
+        finally:
+            self.eval_forward = plain
+        last = self.history[-1]
+        self.tta_metrics = {"mode": self.cfg.tta, "of": "the last epoch's weights", **metrics}
+        key = "val_acc" if "val_acc" in metrics else self.monitor
+        self.console.print(f"tta {self.cfg.tta}: {key} {metrics[key]:.4f} (without: {last.get(key, float('nan')):.4f})")
 
     def _consider(self, record: dict[str, Any]) -> bool:
         """Whether `record` is the best so far by the monitored metric (then remembered), and --stop-at."""
