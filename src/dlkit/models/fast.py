@@ -38,6 +38,10 @@ class FlatConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight.view(self.shape), padding=self.shape[-1] // 2)
 
+    def macs_per_image(self, out: torch.Tensor) -> int:
+        """Multiply-accumulates per image, as for nn.Conv2d (read by dlkit's model summary)."""
+        return out[0].numel() * self.weight.shape[1]
+
     def extra_repr(self) -> str:
         out, inp, k, _ = self.shape
         return f"{inp}, {out}, kernel_size=({k}, {k}), flattened"
