@@ -119,11 +119,14 @@ register(Recipe("fast", "airbench for small images (<= ~64 px): patch whitening,
 
 
 def describe(recipe: Recipe) -> str:
-    """The recipe's fields as flags, for `dlkit recipes`."""
-    return " ".join(f"--{k.replace('_', '-')} {_flag_value(v)}" for k, v in recipe.values.items())
+    """The recipe's fields as the `dlkit train` flags that would set them, for `dlkit recipes`."""
+    return " ".join(_flags(name.replace("_", "-"), value) for name, value in recipe.values.items())
 
 
-def _flag_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items())
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def _flags(flag: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    if isinstance(value, dict):  # model_args: one --model-arg key=value each
+        return " ".join(f"--{flag.removesuffix('s')} {k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                        for k, v in value.items())
+    return f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}"

@@ -101,7 +101,7 @@ def test_predict_reports_a_broken_file_and_still_predicts_the_rest(folder, tmp_p
     (["train", "--lr", "-1"], "--lr must be positive"),
     (["train", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["train", "--model", "resnet-18"], "did you mean resnet18"),
-    (["train", "--model", "lenet"], "cannot take 1x8x8"),
+    (["train", "--model", "lenet", "--image-size", "8"], "cannot take 1x8x8"),
     (["train", "--epochs", "0"], "--epochs must be at least 1"),
     (["predict", "/no/such/run", "x.png"], "does not exist"),
     (["eval", "/no/such/run"], "does not exist"),

@@ -53,3 +53,15 @@ def test_the_side_is_the_shorter_one_up_to_64_px(tmp_path, size, side):
     for i in range(3):
         Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(tmp_path / f"{i}.png")
     assert uniform_small_side(sorted(tmp_path.glob("*.png"))) == side
+
+
+def test_in_memory_images_smaller_than_the_model_takes_are_resized_to_its_default_with_a_note(tmp_path, capsys):
+    from dlkit.cli.main import main
+
+    # digits are 8 px and lenet takes 28 at the least: as for a folder of too-small files, the model's default
+    assert main(["train", "--data", "digits", "--model", "lenet", "--epochs", "1", "--no-tensorboard",
+                 "--no-report", "--out", str(tmp_path / "lenet")]) == 0
+    out = capsys.readouterr().out
+    assert "input 1x28x28" in out and "the images are 8 px, smaller than the model takes" in out
+    assert dlkit.load(tmp_path / "lenet").spec.image_size == 28
+    assert _spec(tmp_path, "digits", model="mlp").image_size == 8  # a model that takes 8 px keeps them

@@ -6,7 +6,7 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .main import add_device_flag, add_max_image_pixels_flag, add_trust_flags  # shared with the other commands
+    from .main import add_device_flag, add_max_image_pixels_flag, add_trust_flags, add_tta_flag  # shared
 
     p = sub.add_parser("eval", help="evaluate a run or checkpoint on a data split")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     add_max_image_pixels_flag(p)
     add_trust_flags(p)
+    add_tta_flag(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -28,11 +29,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     set_max_image_pixels(args.max_image_pixels)
     result = evaluate_checkpoint(args.run, data=args.data, split=args.split, data_dir=args.data_dir,
                                  batch_size=args.batch_size, device=args.device,
-                                 trust_code=args.trust_code, model_code=args.model_code)
+                                 trust_code=args.trust_code, model_code=args.model_code, tta=args.tta)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{result['checkpoint']} on {result['data']} ({result['split']})")
+    tta = f", test-time augmentation {result['tta']}" if result.get("tta", "none") != "none" else ""
+    print(f"{result['checkpoint']} on {result['data']} ({result['split']}){tta}")
     for note in result["notes"]:
         print(f"note: {note}")
     if result["task"] == "regression":

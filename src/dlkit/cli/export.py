@@ -7,7 +7,7 @@ FORMATS = ("onnx",)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .main import add_trust_flags
+    from .main import add_trust_flags, add_tta_flag
 
     p = sub.add_parser("export", help="export a run or checkpoint to ONNX, checked against PyTorch on validation data")
     p.add_argument("run", metavar="RUN|CHECKPOINT")
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's; at least 18)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_trust_flags(p)
+    add_tta_flag(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_export)
 
@@ -29,7 +30,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..infer import load
 
     require_extras()  # a missing extra is named before the model loads
-    predictor = load(args.run, device="cpu", model_code=args.model_code, trust_code=args.trust_code)
+    predictor = load(args.run, device="cpu", model_code=args.model_code, trust_code=args.trust_code,
+                     tta=args.tta)
     result = export_onnx(predictor, args.out, quantize=args.quantize, opset=args.opset, overwrite=args.overwrite)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a .py file whose @dlkit.register_model names are listed too (its code runs)")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("recipes", help="list the training recipes (`dlkit train --recipe NAME`) and what each sets")
+    p.set_defaults(func=cmd_recipes)
+
     p = sub.add_parser("datasets", help="list built-in datasets and the folder layouts understood")
     p.set_defaults(func=cmd_datasets)
 
@@ -94,6 +97,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("models for tables (--data TABLE --target COLUMN; default tabular):")
     for entry in TABLE_MODELS:
         print(f"  {entry.name:<14} {entry.help}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from ..recipes import RECIPES, describe
+
+    print("recipes (dlkit train --recipe NAME; any flag you give overrides the recipe's; config.yaml's "
+          "recipe_defaults lists what it set):")
+    for entry in RECIPES:
+        print(f"  {entry.name:<10} {entry.help}\n  {'':<10} {describe(entry.obj)}")
+    print("a folder of images gets `images` unless you name one, a table `table`; a recipe may fit its batch size, "
+          "epochs and widths to the data and the device, and says so in a note")
     return 0
 
 

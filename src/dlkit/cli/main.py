@@ -242,6 +242,14 @@ def add_max_image_pixels_flag(p: argparse.ArgumentParser) -> None:
                    help="Pillow's decompression-bomb limit: images over twice this are refused (default ~89 megapixels)")
 
 
+def add_tta_flag(p: argparse.ArgumentParser) -> None:
+    from ..config import TTA_MODES
+
+    p.add_argument("--tta", choices=TTA_MODES,
+                   help="test-time augmentation: default the run's own (`dlkit train --tta`, the fast recipe's); "
+                        "none turns it off")
+
+
 def add_trust_flags(p: argparse.ArgumentParser, resume: bool = False) -> None:
     """A checkpoint or run folder is data: the code it names (your own network, models_from files) runs only when
     you say you trust it."""

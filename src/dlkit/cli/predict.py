@@ -11,7 +11,7 @@ from ..errors import UserError
 
 def register(sub: argparse._SubParsersAction) -> None:
     from .explaining import add_explain_flags
-    from .main import add_device_flag, add_max_image_pixels_flag, add_trust_flags  # shared with the other commands
+    from .main import add_device_flag, add_max_image_pixels_flag, add_trust_flags, add_tta_flag  # shared
 
     p = sub.add_parser("predict", help="predict the class of image files, or the target of a table's rows")
     p.add_argument("run", metavar="RUN|CHECKPOINT", help="a run folder (its best checkpoint), a checkpoint or a CV "
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_trust_flags(p)
     add_max_image_pixels_flag(p)
     add_explain_flags(p)
+    add_tta_flag(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -41,7 +42,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1 (got {args.topk})")
     set_max_image_pixels(args.max_image_pixels)
-    predictor = load(args.run, device=args.device, model_code=args.model_code, trust_code=args.trust_code)
+    predictor = load(args.run, device=args.device, model_code=args.model_code, trust_code=args.trust_code,
+                     tta=args.tta)
     if predictor.modality == "table":
         return _predict_table(predictor, args)
     failed, rows = 0, []

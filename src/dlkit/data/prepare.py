@@ -25,10 +25,13 @@ def prepare_data(source: DataSource, image_size: int | None, channels: int | Non
     channels = channels or source.channels or guess_file_channels(source.train.paths)
     small = None if image_size or native else uniform_small_side(source.train.paths)
     own = small if small and small >= smallest and small != default_size else None
-    size = image_size or native or own or default_size
+    too_small = bool(native and not image_size and native < smallest)  # digits' 8 px for lenet: as files are
+    size = image_size or (default_size if too_small else native) or own or default_size
     spec = PreprocessSpec(size, channels, (0.0,) * channels, (1.0,) * channels, tuple(source.classes))
     notes = list(source.notes) + ([f"every image is {small}x{small} px or that size's crop: training at {small} px "
                                    f"(the model's default is {default_size}; --image-size overrides)"] if own else [])
+    notes += [f"the images are {native} px, smaller than the model takes ({smallest} px): resized to its "
+              f"default {default_size} px (--image-size overrides)"] if too_small else []
     train, train_notes = prepare_split(source.train, spec, cache, strict, disk_cache)
     val, val_notes = prepare_split(source.val, spec, cache, strict, disk_cache)
     notes = list(dict.fromkeys(notes + train_notes + val_notes))  # a note both splits raise (the disk cache's) once

@@ -16,9 +16,10 @@ from .metrics import classification_metrics, save_confusion_png
 
 def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = "val", data_dir: str | None = None,
                         batch_size: int = 256, device: str = "auto", out_dir: str | Path | None = None,
-                        trust_code: bool = False, model_code: str | None = None) -> dict[str, Any]:
+                        trust_code: bool = False, model_code: str | None = None, tta: str | None = None) -> dict[str, Any]:
     """Metrics of a run/checkpoint on `split` of its own data (or `data`), with a confusion-matrix PNG.
     trust_code / model_code: as for dlkit.load, for a checkpoint whose network is your own code.
+    tta: test-time augmentation, default the run's own; "none" turns it off.
 
     The PNG goes to <run>/eval/ (or out_dir); its path is in the result under "confusion_png".
     """
@@ -26,7 +27,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
         raise UserError(f"--split must be train, val or test (got {split!r})")
     from ..track.results import EvalResult
 
-    predictor = Predictor.from_checkpoint(path, device, model_code, trust_code)
+    predictor = Predictor.from_checkpoint(path, device, model_code, trust_code, tta)
     if predictor.modality == "table":
         return EvalResult(evaluate_table(predictor, data, split))
     cfg = saved_options(predictor.meta.get("config"), predictor.path)
@@ -40,10 +41,10 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, split: str = 
     samples = relabel(source.split(split), source.classes, spec.class_names, data)
     samples, notes = prepare_split(samples, spec, cfg.cache)
     batches = make_batches(samples, spec, batch_size, False, predictor.device, workers=cfg.workers)
-    logits, labels = predict_logits(predictor.model, batches, Inputs(spec))
+    logits, labels = predict_logits(predictor.forward, batches, Inputs(spec))  # with the run's TTA, if any
     result = classification_metrics(logits, labels, spec.class_names)
     result.update({"checkpoint": str(predictor.path), "data": data, "split": split, "notes": notes,
-                   "task": "classification"})
+                   "task": "classification", "tta": predictor.tta})
     folder = Path(out_dir) if out_dir else (run_dir_of(predictor.path) or predictor.path.parent) / "eval"
     png = folder / f"confusion_{Path(str(data)).name or 'data'}_{split}.png"
     save_confusion_png(result["confusion_matrix"], spec.class_names, png, f"{data} ({split}) accuracy {result['accuracy']:.4f}")

@@ -49,6 +49,7 @@ class ExportResult:
     tolerance: float = TOLERANCE
     quantized: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    tta: str = "none"                   # test-time augmentation inside the graph
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -56,7 +57,7 @@ class ExportResult:
 
 def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | None = None, opset: int | None = None,
                 overwrite: bool = False, check_samples: int = CHECK_SAMPLES, tolerance: float = TOLERANCE,
-                trust_code: bool = False, model_code: str | Path | None = None) -> ExportResult:
+                trust_code: bool = False, model_code: str | Path | None = None, tta: str | None = None) -> ExportResult:
     """Export a run, a checkpoint or a loaded model to ONNX, check it against PyTorch, then write it atomically.
 
     Args:
@@ -68,6 +69,8 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
         overwrite: replace an existing file.
         check_samples: validation samples compared with PyTorch.
         tolerance: the largest max abs difference of the fp32 outputs accepted.
+        tta: a run folder's or checkpoint's test-time augmentation (default the run's own; "none": without); the
+            graph then holds the views and outputs log mean probabilities (metadata "tta" says which).
     Returns: ExportResult (path, opset, max_abs_diff, top1_agreement, size_bytes, quantized figures, ...).
     Raises: UserError for a bad argument, a missing extra, an existing file, or a failed check (nothing written).
 
@@ -80,7 +83,10 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
     if isinstance(predictor, (str, Path)):
         from ..infer import load
 
-        predictor = load(predictor, device="cpu", model_code=model_code, trust_code=trust_code)
+        predictor = load(predictor, device="cpu", model_code=model_code, trust_code=trust_code, tta=tta)
+    elif tta is not None and tta != getattr(predictor, "tta", "none"):
+        raise UserError(f"tta={tta!r} goes with a run folder or checkpoint; this predictor was loaded with tta "
+                        f"{getattr(predictor, 'tta', 'none')!r}: dlkit.load(path, tta={tta!r}) first")
     quantizer = quantizer_for(quantize)
     opset = _check_opset(opset, onnx)
     if len(getattr(predictor, "models", ())) > 1:
@@ -88,7 +94,7 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
     path = _out_path(predictor, out, quantize, overwrite)
 
     kind, task = MODALITIES[predictor.modality], task_of(predictor)
-    model, spec = _cpu_copy(predictor.model), predictor.spec
+    model, spec = _cpu_copy(getattr(predictor, "forward", predictor.model)), predictor.spec  # TTA in the graph
     samples = kind.samples(predictor.meta, spec, max(check_samples, QUANTIZE_SAMPLES if quantizer else 0))
     started = time.perf_counter()
     proto = _trace(kind, model, spec, samples.inputs, opset, predictor.meta.get("model", "the model"))
@@ -108,7 +114,7 @@ def export_onnx(predictor, out: str | Path | None = None, *, quantize: str | Non
         "the check ran on random inputs, not real samples; export where the run's data is readable for a real one"]
     result = ExportResult(path, opset, predictor.modality, task.name, len(check), samples.source, diff, agreement,
                           len(data), round(export_s, 2), round(time.perf_counter() - started, 2), tolerance,
-                          quantized, notes)
+                          quantized, notes, getattr(predictor, "tta", "none"))
     from ..storage import atomic_write_bytes
 
     atomic_write_bytes(path, data)
@@ -239,6 +245,7 @@ def _metadata(predictor, kind, opset: int) -> dict[str, str]:
         "modality": predictor.modality, "task": task, "classes": list(predictor.classes),
         "spec": spec.to_dict(), "target_scale": task.get("scale") or getattr(spec, "target_scale", None) or {},
         "opset": opset, "model": meta.get("model"), "model_args": meta.get("model_args", {}),
+        "tta": getattr(predictor, "tta", "none"),
         "input": inputs, "output": output, "metrics": training_metrics(predictor),
         "checkpoint": {"file": Path(predictor.path).name if predictor.path else None, "sha256": meta.get("sha256"),
                        "epoch": meta.get("epoch"), "step": meta.get("step")},
@@ -277,6 +284,8 @@ def format_result(r: ExportResult) -> str:
              f"  checked on:       {r.samples} {r.sample_source}",
              f"  max abs diff:     {r.max_abs_diff:.3g} (onnxruntime vs PyTorch, fp32; tolerance {r.tolerance:g})",
              *([f"  top-1 agreement:  {_pct(r.top1_agreement)}"] if r.top1_agreement is not None else []),
+             *([f"  test-time aug:    {r.tta}, inside the graph (its output is the log of the views' mean "
+                f"probabilities)"] if r.tta != "none" else []),
              f"  size:             {_size(r.size_bytes)}",
              f"  time:             export {r.export_s:.1f}s, checks {r.check_s:.1f}s"]
     q = r.quantized

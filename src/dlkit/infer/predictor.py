@@ -12,6 +12,7 @@ from ..data.spec import PreprocessSpec
 from ..data.transforms import fit_to_spec, normalize
 from ..errors import UserError
 from ..models import create_model
+from .tta import check_mode, with_tta
 from ..trust import CodeTrust
 from ..storage import load_tensors
 from ..device import resolve_device
@@ -139,17 +140,20 @@ class Predictor:
     """Class probabilities for images, from a checkpoint alone."""
 
     def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, meta: dict[str, Any], device: torch.device,
-                 path: Path | None = None):
+                 path: Path | None = None, tta: str | None = None):
         self.model, self.spec, self.meta, self.device, self.path = model.eval(), spec, meta, device, path
+        self.tta = check_mode(tta if tta is not None else (meta.get("config") or {}).get("tta"))
+        self.forward = with_tta(self.model, self.tta)  # what predictions use; self.model stays the bare network
 
     modality = "image"
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", model_code: str | None = None,
-                        trust_code: bool = False):
+                        trust_code: bool = False, tta: str | None = None):
         """A Predictor for an image model, a TablePredictor for a table model (all folds of a CV folder).
         trust_code: import the learner's own network (and models_from files) that the checkpoint names.
-        model_code: the file defining the learner's own network, which you trust (where it is now)."""
+        model_code: the file defining the learner's own network, which you trust (where it is now).
+        tta: test-time augmentation, default the run's own (`--tta` at training); "none" turns it off."""
         dev = resolve_device(device)
         files = cv_checkpoints(Path(path)) or [resolve_checkpoint(path)]
         trust = CodeTrust.of(trust_code, model_code)
@@ -159,13 +163,15 @@ class Predictor:
             if meta.get("modality") == "table":
                 from .tabular import load_table_predictor
 
+                if tta not in (None, "none"):
+                    raise UserError(f"--tta {tta} is for image models; {path} is a table model (leave --tta out)")
                 return load_table_predictor(metas, [m.to(dev) for m in models], dev, files[0])
             if len(files) > 1:
                 raise UserError(f"{path} is a CV folder of image models; pass one fold's run folder, or the refit run")
             spec = PreprocessSpec.from_dict(meta["spec"])
             if spec.num_classes != int(meta["model_args"]["num_classes"]):
                 raise ValueError(f"{spec.num_classes} class names for a model of {meta['model_args']['num_classes']}")
-            return cls(models[0].to(dev), spec, meta, dev, files[0])
+            return cls(models[0].to(dev), spec, meta, dev, files[0], tta)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -174,8 +180,9 @@ class Predictor:
     def __repr__(self) -> str:
         names = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
         s = self.spec
+        tta = f", tta {self.tta}" if self.tta != "none" else ""
         return (f"Predictor({self.meta.get('model')}, {len(self.classes)} classes ({names}), "
-                f"{s.channels}x{s.image_size}x{s.image_size} images, on {self.device}, from {self.path})")
+                f"{s.channels}x{s.image_size}x{s.image_size} images{tta}, on {self.device}, from {self.path})")
 
     def _repr_html_(self) -> str:
         from ..track.notebook import predictor_html
@@ -195,7 +202,7 @@ class Predictor:
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NxCxHxW (already at the spec's size) -> NxK probabilities."""
         x = normalize(images.to(self.device), self.spec)
-        return self.model(x).float().softmax(1).cpu()
+        return self.forward(x).float().softmax(1).cpu()
 
     def predict(self, item, topk: int = 5):
         """Top-k [(class name, probability), ...] for one image, or a list of those for a list of images.
@@ -247,13 +254,14 @@ class Predictor:
 
 
 
-def load(path: str | Path, device: str = "auto", model_code: str | None = None, trust_code: bool = False) -> Predictor:
+def load(path: str | Path, device: str = "auto", model_code: str | None = None, trust_code: bool = False,
+         tta: str | None = None) -> Predictor:
     """Load a run folder or checkpoint file for prediction. Example: `dlkit.load("runs/x").predict("cat.jpg")`.
 
     A checkpoint is data: registered and torchvision models load from it alone. One whose model is a network you
     wrote names code, which is imported only with trust_code=True (from the file recorded at training), or from
     `model_code`, the file you trust (where it is now)."""
-    return Predictor.from_checkpoint(path, device, model_code, trust_code)
+    return Predictor.from_checkpoint(path, device, model_code, trust_code, tta)
 
 
 def expand_inputs(paths: Iterable[str | Path], notes: list[str] | None = None) -> list[Path]:

@@ -113,7 +113,7 @@ class FastNet(Classifier):
         self.net.whiten.init_from(images[:5000])
 
 
-@MODELS.register("airbench", default_size=32, min_size=8,
+@MODELS.register("airbench", default_size=32, min_size=16,  # 2x2 whitening then 3 poolings: 16 -> 1
                  help="airbench's fast net: frozen patch whitening, 3 conv groups, Muon-ready (widths=64,256,256)")
 def airbench(in_channels: int, num_classes: int, image_size: int, widths: tuple = WIDTHS) -> Classifier:
     widths = tuple(int(w) for w in (widths if isinstance(widths, (list, tuple)) else (widths,) * 3))

@@ -181,13 +181,14 @@ def _usable_cpus() -> int:
 # runs) took the CPU the decode threads needed, and at 32 clients served 0.62x the requests/s of 1 thread (measured
 # with benchmarks/serve.py on 2 cores); torch's worker did best with all the usable CPUs (1 thread: 0.91x).
 @ENGINES.register("torch", help="PyTorch eager on the checkpoint's own model", auto_threads=_usable_cpus)
-def torch_engine(source: Path, threads: int, device: str, trust: CodeTrust = CodeTrust()) -> tuple[Any, dict]:
+def torch_engine(source: Path, threads: int, device: str, trust: CodeTrust = CodeTrust(),
+                 tta: str | None = None) -> tuple[Any, dict]:
     from ..infer import load
     from ..infer.predictor import run_dir_of
 
     if source.suffix.lower() == ".onnx":
         raise UserError(f"{source} is an ONNX file; serve it with --backend onnx, or pass the run folder for torch")
-    predictor = load(source, device=device, model_code=trust.model_code, trust_code=trust.everything)
+    predictor = load(source, device=device, model_code=trust.model_code, trust_code=trust.everything, tta=tta)
     if getattr(predictor, "modality", "image") == "image" and str(predictor.device) == "cpu":
         prefer_channels_last(predictor)
     meta = predictor.meta
@@ -216,12 +217,16 @@ def prefer_channels_last(predictor) -> None:
 
 @ENGINES.register("onnx", help="onnxruntime on an exported .onnx file (a run folder is exported first)",
                   auto_threads=lambda: 1)
-def onnx_engine(source: Path, threads: int, device: str, trust: CodeTrust = CodeTrust()) -> tuple[Any, dict]:
+def onnx_engine(source: Path, threads: int, device: str, trust: CodeTrust = CodeTrust(),
+                tta: str | None = None) -> tuple[Any, dict]:
     from ..export import OnnxModel  # both raise UserError naming pip install 'dlkit[export]' when it is missing
 
     source_name = _source_name(source)
     if source.suffix.lower() != ".onnx":
-        source = _export_to_temp(source, trust)
+        source = _export_to_temp(source, trust, tta)
+    elif tta is not None:
+        raise UserError(f"--tta applies to a run folder or checkpoint; {source.name} was exported with its own "
+                        "test-time augmentation (or none) inside the graph: export again with `dlkit export --tta`")
     model = OnnxModel(source, threads=threads)
     meta = model.meta
     metrics = meta.get("metrics") or {}
@@ -230,7 +235,7 @@ def onnx_engine(source: Path, threads: int, device: str, trust: CodeTrust = Code
     return model, {"model": meta.get("model") or source.stem, "source": source_name, "metrics": metrics}
 
 
-def _export_to_temp(source: Path, trust: CodeTrust) -> Path:
+def _export_to_temp(source: Path, trust: CodeTrust, tta: str | None = None) -> Path:
     """A run or checkpoint exported to a temporary .onnx (checked against PyTorch first), removed at exit."""
     import atexit
     import shutil
@@ -241,7 +246,7 @@ def _export_to_temp(source: Path, trust: CodeTrust) -> Path:
 
     folder = Path(tempfile.mkdtemp(prefix="dlkit-serve-"))
     atexit.register(shutil.rmtree, folder, True)
-    predictor = load(source, device="cpu", model_code=trust.model_code, trust_code=trust.everything)
+    predictor = load(source, device="cpu", model_code=trust.model_code, trust_code=trust.everything, tta=tta)
     return Path(export_onnx(predictor, folder / "model.onnx").path)
 
 
@@ -265,7 +270,7 @@ def training_metrics(run_dir: Path | None, meta: dict) -> dict:
 
 
 def load_backend(source: str | Path, backend: str = "torch", threads: int = 0, device: str = "cpu",
-                 trust: CodeTrust | None = None):
+                 trust: CodeTrust | None = None, tta: str | None = None):
     """A served model: the engine named by `backend` ("torch" or "onnx") wrapped for its modality; threads 0 means
     the engine's own default (see auto_threads above).
 
@@ -275,6 +280,6 @@ def load_backend(source: str | Path, backend: str = "torch", threads: int = 0, d
     if not source.exists():
         raise UserError(f"{source} does not exist; pass a run folder, a checkpoint .safetensors or a .onnx file")
     entry = ENGINES.entry(backend)
-    engine, info = entry.obj(source, threads or entry.info["auto_threads"](), device, trust or CodeTrust())
+    engine, info = entry.obj(source, threads or entry.info["auto_threads"](), device, trust or CodeTrust(), tta)
     modality = getattr(engine, "modality", "image")
     return MODALITIES.get(modality)(engine, backend, {"backend": backend, "modality": modality, **info})

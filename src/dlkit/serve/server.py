@@ -62,7 +62,7 @@ def serve(source: str | Path, backend: str = "torch", host: str = "127.0.0.1", p
 
     settings = settings or ServeSettings()
     set_max_image_pixels(settings.max_image_pixels)
-    app = create_app(load_backend(source, backend, settings.threads, device, trust), settings)
+    app = create_app(load_backend(source, backend, settings.threads, device, trust, settings.tta), settings)
     sock = bind(host, port)
     warning = exposure_warning(host)
     if warning:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import opt
+from ..config import TTA_MODES, opt
 from ..errors import require
 
 
@@ -22,6 +22,8 @@ class ServeSettings:
     max_image_pixels: int | None = opt(None, "images with more pixels are refused with 413 (default: Pillow's "
                                              "decompression-bomb limit, about 89 million)")
     max_files: int = opt(64, "images per request at most")
+    tta: str | None = opt(None, "test-time augmentation of a run folder or checkpoint: none, flip, shift or "
+                                "flip-shift (default: the run's own; an ONNX file has its own built in)")
 
     def __post_init__(self):
         require(self.max_batch >= 1, f"--max-batch must be at least 1 (got {self.max_batch})")
@@ -34,6 +36,7 @@ class ServeSettings:
         require(self.max_image_pixels is None or self.max_image_pixels > 0,
                 f"--max-image-pixels must be positive (got {self.max_image_pixels})")
         require(self.max_files >= 1, f"--max-files must be at least 1 (got {self.max_files})")
+        require(self.tta in (None, *TTA_MODES), f"--tta must be one of {', '.join(TTA_MODES)} (got {self.tta!r})")
 
     @property
     def max_upload_bytes(self) -> int:

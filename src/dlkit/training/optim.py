@@ -73,7 +73,7 @@ def muon(model, cfg):
     parts = []
     if matrices:
         filters = torch.optim.Muon(matrices, lr=cfg.lr, momentum=0.6, nesterov=True, weight_decay=0.0, ns_steps=3)
-        filters.param_groups[0]["lr_scale"] = 1.0
+        filters.param_groups[0].update(lr_scale=1.0, decay="none")  # airbench's Muon has no weight decay
         filters.register_step_pre_hook(_renormalise)
         parts.append(filters)
     sgd_groups = []
@@ -82,7 +82,7 @@ def muon(model, cfg):
             scale = scales[name] * per_sample
             decay = cfg.weight_decay / (cfg.lr * scale) if own else cfg.weight_decay
             sgd_groups.append({"params": params, "lr": cfg.lr * scale, "weight_decay": decay, "lr_scale": scale,
-                               "decay_per_step": bool(own)})
+                               "decay": "per_step" if own else "rate"})
     if sgd_groups:
         parts.append(torch.optim.SGD(sgd_groups, lr=cfg.lr, momentum=cfg.momentum or 0.85, nesterov=True,
                                      **_foreach()))
@@ -103,9 +103,14 @@ class Optimizers(torch.optim.Optimizer):
 
     def __init__(self, optimizers: list[torch.optim.Optimizer]):  # no super().__init__: the parts own the groups
         self.optimizers = optimizers
-        self.param_groups = [group for o in optimizers for group in o.param_groups]
         self.defaults, self.state = {}, {}
         self._optimizer_step_pre_hooks, self._optimizer_step_post_hooks = {}, {}
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # read afresh each time: a part's load_state_dict replaces its group dicts, and a list kept from before would
+        # leave the schedule setting rates on the old ones (a resumed run then stepped at the saved, stale rates)
+        return [group for o in self.optimizers for group in o.param_groups]
 
     def step(self, closure=None):
         for optimizer in self.optimizers:
@@ -134,7 +139,9 @@ class Optimizers(torch.optim.Optimizer):
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """The config's optimizer over the model's trainable parameters; a grouped one (muon) splits them itself.
-    Each group carries lr_scale, its rate relative to --lr, so a resumed run with another --lr keeps the ratios."""
+    Each group carries lr_scale, its rate relative to --lr, so a resumed run with another --lr keeps the ratios, and
+    may carry decay, how --weight-decay applies to it (resume.py): "rate" (torch's, the default), "per_step" (the
+    fraction shrunk per step, whatever the rate) or "none"."""
     entry = OPTIMIZERS.entry(cfg.optimizer)
     if entry.info.get("grouped"):
         return entry.obj(model, cfg)

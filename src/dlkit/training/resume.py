@@ -146,13 +146,17 @@ def restore(trainer, state: dict[str, Any], step_in_epoch: int) -> None:
         trainer.resume_totals = state["totals"] if dist.is_main else torch.zeros_like(state["totals"])
 
 
+# --weight-decay as a group's weight_decay: torch's (times the rate), a fraction per step (muon's SGD groups), none
+DECAY_RULES = {"rate": lambda decay, lr: decay, "per_step": lambda decay, lr: decay / lr, "none": lambda decay, lr: 0.0}
+
+
 def _apply_config(optimizer, scheduler, cfg) -> None:
     """The resumed run's --lr and --weight-decay win over the saved ones (a no-op when unchanged)."""
     scheduler.base_lrs = [cfg.lr * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
     for group, base, shape in zip(optimizer.param_groups, scheduler.base_lrs, _lambdas(scheduler, optimizer)):
         group["initial_lr"], group["lr"] = base, base * shape(scheduler.last_epoch)
-        if "weight_decay" in group:  # a per-step fraction (muon's SGD groups) does not scale with the rate
-            group["weight_decay"] = cfg.weight_decay / base if group.get("decay_per_step") else cfg.weight_decay
+        if "weight_decay" in group:  # each group's rule (optim.make_optimizer): muon's filters have none
+            group["weight_decay"] = DECAY_RULES[group.get("decay", "rate")](cfg.weight_decay, base)
 
 
 def _lambdas(scheduler, optimizer) -> list:
