@@ -79,8 +79,13 @@ class TrainConfig:
     model: str = opt("lenet-modern", "model name from `dlkit models`, or tv:<torchvision name>")
     model_args: dict = opt({}, "extra model keyword arguments as key=value (e.g. dropout=0.5 hidden=256,128)", flag="--model-arg")
     models_from: list = opt([], "a .py file whose @dlkit.register_model names --model can use (its code runs)")
-    weights: str | None = opt(None, "local pretrained weights file (.safetensors/.pt/.pth) for the backbone")
+    weights: str | None = opt(None, "pretrained weights for the backbone: a local file (.safetensors/.pt/.pth), or "
+                                    "imagenet: torchvision's for a tv: model, downloaded once into torch.hub's cache")
     freeze_backbone: bool = opt(False, "train only the classifier head")
+    freeze_epochs: int = opt(0, "train the new head alone for this many epochs with the backbone frozen, then "
+                                "everything (fastai's fine_tune)")
+    backbone_lr_scale: float = opt(1.0, "the backbone's learning rate relative to --lr (the head's), e.g. 0.1 for "
+                                        "fine-tuning pretrained weights")
     init: str = opt("default", "initialise every Linear and Conv layer: default (PyTorch's/the model's own), xavier "
                     "(uniform), kaiming (normal, fan-in, ReLU) or normal (std 0.01), as in d2l",
                     choices=("default", "xavier", "kaiming", "normal"))
@@ -156,6 +161,8 @@ class TrainConfig:
         require(self.monitor is None or self.monitor.startswith(("val_", "train_")),
                 f"--monitor names a metric such as val_acc, val_loss or val_rmse (got {self.monitor!r})")
         require(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive (got {self.clip_grad})")
+        require(self.freeze_epochs >= 0, f"--freeze-epochs must be >= 0 (got {self.freeze_epochs})")
+        require(self.backbone_lr_scale > 0, f"--backbone-lr-scale must be positive (got {self.backbone_lr_scale})")
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -181,16 +188,33 @@ def make_config(overrides: dict[str, Any] | None = None, config_file: str | Path
         where, _, name = values["model"].partition(":")
         values["model"] = f"{absolute_path(where)}:{name}"
     values["models_from"] = [absolute_path(p) for p in values.get("models_from", [])]
-    from .data.modality import modality_for
     from .recipes import RECIPES
 
-    name = values.get("recipe") or modality_for(values.get("data", TrainConfig.data)).recipe_name
+    chosen = values.get("recipe") is None  # left to the data: recorded in recipe_defaults as the rest
+    name = values.get("recipe") or default_recipe(values)
     recipe = RECIPES.get(name)
     values["recipe"] = name
-    filled = [k for k in recipe.values if k not in values]
+    filled = ["recipe"] * chosen + [k for k in recipe.values if k not in values]
     if "recipe_defaults" not in values:
         values["recipe_defaults"] = filled
     return TrainConfig(**{**recipe.values, **values}).validated()
+
+
+def default_recipe(values: dict[str, Any]) -> str:
+    """The data's own recipe (images, table); a folder of photos gets finetune when the user chose no model or
+    weights and the pretrained weights are already on this machine (the images recipe's note says how to get them:
+    a run never downloads what nobody asked for)."""
+    from .data.loaders import photo_side
+    from .data.modality import modality_for
+    from .recipes import FINETUNE_MODEL, PHOTO_SIDE
+
+    data = values.get("data", TrainConfig.data)
+    name = modality_for(data).recipe_name
+    if name != "images" or "model" in values or "weights" in values or (photo_side(data) or 0) <= PHOTO_SIDE:
+        return name
+    from .models.pretrained import pretrained_for
+
+    return "finetune" if pretrained_for(FINETUNE_MODEL).at_hand else name
 
 
 # Fields naming files or folders. They are saved absolute, so a run can be evaluated or resumed from any folder.

@@ -23,6 +23,7 @@ class Fitting:
     device: str                      # cpu, cuda or mps
     image_size: int | None = None    # None for tables
     class_names: tuple = ()
+    photo_side: int | None = None    # a folder's images: the median shorter side of a few (data.loaders.photo_side)
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,47 @@ def register(recipe: Recipe) -> Recipe:
 
 # ---- images: TrainConfig's defaults ----------------------------------------------------------------------------
 
+PHOTO_SIDE = 64  # a folder whose images are larger than this is photos: fine-tuning a pretrained net suits it
+FINETUNE_MODEL = "tv:resnet18"
+
+
+def fit_images(cfg, fitting: Fitting) -> tuple[dict[str, Any], list[str]]:
+    """The default recipe changes nothing; on a folder of photos it says what fine-tuning would take."""
+    if not fitting.photo_side or fitting.photo_side <= PHOTO_SIDE or "model" not in cfg.recipe_defaults:
+        return {}, []
+    from .models.pretrained import pretrained_for
+
+    weights = pretrained_for(FINETUNE_MODEL)
+    return {}, [f"these look like photos (about {fitting.photo_side} px), which a small net at "
+                f"{fitting.image_size} px sees poorly: --recipe finetune fine-tunes an ImageNet {FINETUNE_MODEL} "
+                f"(it downloads {weights.file.name} once into {weights.file.parent}; without internet put the file "
+                "there, and then photo folders get that recipe by default)"]
+
+
 register(Recipe("images", "the default for images: lenet-modern, AdamW 2e-3, batch 128, 10 epochs",
-                {"model": "lenet-modern", "optimizer": "adamw", "lr": 2e-3, "batch_size": 128, "epochs": 10}))
+                {"model": "lenet-modern", "optimizer": "adamw", "lr": 2e-3, "batch_size": 128, "epochs": 10},
+                fit_images))
+
+
+# ---- finetune: the course's "pretrained net, new head" as fastai's fine_tune does it ------------------------------
+
+def fit_finetune(cfg, fitting: Fitting) -> tuple[dict[str, Any], list[str]]:
+    changes: dict[str, Any] = {}
+    notes = []
+    if "batch_size" in cfg.recipe_defaults and fitting.train_rows < 8 * cfg.batch_size:  # ~8 steps an epoch
+        changes["batch_size"] = max(4, 2 ** math.floor(math.log2(max(1, fitting.train_rows // 8))))
+    if "recipe" in cfg.recipe_defaults:  # chosen for the data, not asked for
+        notes.append(f"a folder of photos (about {fitting.photo_side} px) and ImageNet weights at hand: recipe "
+                     f"finetune ({FINETUNE_MODEL}, head first, then everything; --recipe images for the small net)")
+    return changes, notes
+
+
+register(Recipe("finetune", "photos: an ImageNet-pretrained tv:resnet18, the new head trained first with the "
+                "backbone frozen, then everything with the backbone at a tenth of the rate",
+                {"model": FINETUNE_MODEL, "weights": "imagenet", "freeze_epochs": 1, "backbone_lr_scale": 0.1,
+                 "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "schedule": "cosine",
+                 "warmup_epochs": 0.0, "batch_size": 32, "epochs": 4, "augment": "light", "label_smoothing": 0.1},
+                fit_finetune))
 
 
 # ---- table: the default for tables (see models/tabular.py for the model's choices) -------------------------------

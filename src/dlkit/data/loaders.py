@@ -63,6 +63,34 @@ def uniform_small_side(paths: list[Path], probe: int = 256) -> int | None:
     return min(next(iter(sizes)))
 
 
+def photo_side(data, probe: int = 16) -> int | None:
+    """The median shorter side of the first `probe` image files under a folder (headers only), or None for anything
+    else (a built-in, a table, a manifest, no images): what picks the fine-tuning recipe for folders of photos."""
+    import os
+
+    from PIL import Image
+
+    from .images import is_image_file
+
+    if not isinstance(data, (str, Path)) or not Path(data).is_dir():
+        return None
+    sides = []
+    for folder, dirs, files in os.walk(data):
+        dirs.sort()
+        for name in sorted(files):
+            if len(sides) >= probe:
+                break
+            if is_image_file(Path(name)):
+                try:
+                    with Image.open(Path(folder) / name) as img:
+                        sides.append(min(img.size))
+                except (OSError, ValueError):
+                    continue
+        if len(sides) >= probe:
+            break
+    return sorted(sides)[len(sides) // 2] if sides else None
+
+
 def decode_files(samples: Samples, channels: int, size: int, strict: bool, keep: bool,
                  disk_cache: bool = False) -> tuple[Samples, list[str]]:
     """Decode every file once (in worker processes, or threads: data/decode_pool.py). Unreadable ones are reported

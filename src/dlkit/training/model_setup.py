@@ -36,8 +36,9 @@ def build_model(cfg: TrainConfig, modality, spec, device: torch.device, console,
         console.print(f"init: {cfg.init} on {touched} Linear/Conv layer(s)")
     for weights, label in ((cfg.init_from, "--resume-weights-only"), (cfg.weights, "--weights")):
         if weights:
-            missing = load_backbone_weights(model, _weights_file(weights))
-            console.print(f"weights: {weights} ({len(missing)} tensor(s) left as initialised) [{label}]")
+            file, shown = _weights_file(weights, cfg.model)
+            missing = load_backbone_weights(model, file)
+            console.print(f"weights: {shown} ({len(missing)} tensor(s) left as initialised) [{label}]")
     if cfg.freeze_backbone:
         model.freeze_backbone()
     return BuiltModel(model.to(device), args, source)
@@ -54,8 +55,14 @@ def _user_model(network, modality, data_args: dict, cfg: TrainConfig, console) -
     return model, source
 
 
-def _weights_file(source: str) -> Path:
+def _weights_file(source: str, model: str) -> tuple[Path, str]:
+    """The file to read and how to name it: a run or checkpoint, a local file, or torchvision's named weights."""
+    from ..models.pretrained import fetch, is_named, pretrained_for
+
+    if is_named(source):
+        pretrained = pretrained_for(model)
+        return fetch(pretrained), f"{pretrained.weights} (torchvision, {pretrained.file})"
     from ..infer.predictor import resolve_checkpoint
 
     path = Path(source)
-    return resolve_checkpoint(path) if path.is_dir() else path
+    return (resolve_checkpoint(path) if path.is_dir() else path), source

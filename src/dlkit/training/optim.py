@@ -145,10 +145,23 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     entry = OPTIMIZERS.entry(cfg.optimizer)
     if entry.info.get("grouped"):
         return entry.obj(model, cfg)
-    optimizer = entry.obj([p for p in model.parameters() if p.requires_grad], cfg)
+    optimizer = entry.obj(_head_and_backbone(model, cfg), cfg)
     for group in optimizer.param_groups:
-        group["lr_scale"] = 1.0
+        group.setdefault("lr_scale", 1.0)
     return optimizer
+
+
+def _head_and_backbone(model: torch.nn.Module, cfg) -> list:
+    """The trainable parameters; with --backbone-lr-scale, as two groups: the head at --lr, the rest at lr x scale
+    (fine-tuning moves pretrained layers less than the new head)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.backbone_lr_scale == 1.0 or not hasattr(model, "head"):
+        return params
+    head = {id(p) for p in model.head.parameters()}
+    backbone = [p for p in params if id(p) not in head]
+    groups = [{"params": [p for p in params if id(p) in head], "lr_scale": 1.0},
+              {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale, "lr_scale": cfg.backbone_lr_scale}]
+    return [g for g in groups if g["params"]]
 
 
 # ---- schedules: pure functions of progress in [0, 1] -> lr multiplier (warm-up is applied around them) -----------

@@ -90,6 +90,9 @@ class Trainer:
         self.maximize = any(word in self.monitor for word in ("acc", "r2", "f1"))
         built = build_model(cfg, self.modality, self.data.spec, self.device, self.console, self.model_object)
         self.model, self.model_args, self.model_source = built.model, built.args, built.source
+        if cfg.freeze_epochs and (self.dist.world_size > 1 or not hasattr(self.model, "head")):
+            raise UserError("--freeze-epochs needs one process and a model with a classifier head (registered or "
+                            "tv: models); under DDP, or for this network, use --freeze-backbone for a whole run")
         self._init_from_data()
         clock.mark("model")
         if cfg.batch_size == "auto":
@@ -175,8 +178,11 @@ class Trainer:
         from ..recipes import RECIPES, Fitting
 
         spec = self.data.spec
+        from ..data.loaders import photo_side
+
         fitting = Fitting(len(self.data.train), self.device.type, getattr(spec, "image_size", None),
-                          tuple(getattr(spec, "class_names", ()) or ()))
+                          tuple(getattr(spec, "class_names", ()) or ()),
+                          photo_side(cfg.data) if self.modality.has_images else None)
         cfg, notes = RECIPES.get(cfg.recipe or self.modality.recipe_name).fitted(cfg, fitting)
         for note in notes:
             self.console.note(note)
@@ -283,6 +289,18 @@ class Trainer:
         s = self.data.spec
         return torch.stack([load_image(p, s.channels, s.image_size) for p in samples.paths])
 
+    def _freeze_backbone(self, frozen: bool) -> None:
+        """fastai's fine_tune: the new head trains alone for --freeze-epochs (the backbone's gradients stay None, so
+        its optimizer state and weights stand still), then every parameter the optimizer holds trains."""
+        head = {id(p) for p in self.model.head.parameters()}
+        backbone = [p for group in self.parts.optimizer.param_groups for p in group["params"] if id(p) not in head]
+        if backbone and backbone[0].requires_grad == frozen:  # a change: say so once
+            self.console.note(f"epoch {self.epoch}: " + (
+                f"backbone frozen, the head trains alone (--freeze-epochs {self.cfg.freeze_epochs})" if frozen else
+                f"backbone unfrozen: everything trains, the backbone at lr x{self.cfg.backbone_lr_scale:g}"))
+        for p in backbone:
+            p.requires_grad_(not frozen)
+
     def _run_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
         if self.resume_totals is not None:  # finishing an epoch that was cut short
@@ -293,6 +311,8 @@ class Trainer:
         self.images_this_epoch, self.val_s_this_epoch = 0, 0.0
         if hasattr(self.train_batches, "set_epoch"):  # the alternating flip's phase (a resumed run's too)
             self.train_batches.set_epoch(self.epoch)
+        if self.cfg.freeze_epochs:  # a function of the epoch alone, so a resumed run is frozen where it was
+            self._freeze_backbone(self.epoch <= self.cfg.freeze_epochs)
         try:
             train_one_epoch(self.parts, self.train_batches, self.totals, self._on_step)
         except OutOfMemory:
