@@ -133,13 +133,16 @@ def fit_fast(cfg, fitting: Fitting) -> tuple[dict[str, Any], list[str]]:
     scaled = FAST_CPU if fitting.device == "cpu" else FAST_GPU
     changes: dict[str, Any] = {k: v for k, v in scaled.items()}
     notes = []
-    if fitting.device == "cpu":
-        notes.append(f"recipe fast on the CPU: widths {','.join(map(str, FAST_CPU['model_args']['widths']))}, batch "
-                     f"{FAST_CPU['batch_size']}, {FAST_CPU['epochs']} epochs (on a GPU: widths 64,256,256, batch 2000, "
-                     "8 epochs)")
     batch = changes["batch_size"] if "batch_size" in cfg.recipe_defaults else cfg.batch_size
     if fitting.train_rows < 8 * batch:  # a small folder: at least ~8 steps an epoch
         batch = changes["batch_size"] = max(16, 2 ** math.floor(math.log2(max(1, fitting.train_rows // 8))))
+    if fitting.device == "cpu":
+        mine = {k for k in ("model_args", "batch_size", "epochs") if k in cfg.recipe_defaults}
+        widths = (changes["model_args"] if "model_args" in mine else cfg.model_args).get("widths", "64,256,256")
+        epochs = changes["epochs"] if "epochs" in mine else cfg.epochs
+        notes.append(f"recipe fast on the CPU: widths {','.join(map(str, widths)) if isinstance(widths, (list, tuple)) else widths}, "
+                     f"batch {batch}, {epochs} epoch{'s' * (epochs != 1)}"
+                     + (" (scaled for the CPU; on a GPU: widths 64,256,256, batch 2000, 8 epochs)" if mine else ""))
     changes["weight_decay"] = PER_STEP_DECAY * batch
     if _mirror_breaks_labels(fitting.class_names):
         changes.update(augment="shift", tta="shift")

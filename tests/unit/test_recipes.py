@@ -23,7 +23,7 @@ from dlkit.recipes import RECIPES, Fitting
 
 from test_faults import final_weights, metrics, step_logging_train, steps_run, wait_for
 
-TINY = ["--model-arg", "widths=8,8,8", "--no-tensorboard", "--no-report", "-q"]
+TINY = ["--model-arg", "widths=8,8,8", "--no-tensorboard", "-q"]
 
 
 def make_folder(root, channels: int, size: int, classes=("a-ant", "b-bee", "蜜蜂"), per_class=12):
@@ -154,6 +154,7 @@ def test_a_few_step_fast_run_trains_records_its_recipe_and_evaluates_with_tta(tm
     assert "epochs" not in config["recipe_defaults"] and "model" in config["recipe_defaults"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["tta"]["mode"] == "flip-shift" and 0 <= summary["tta"]["val_acc"] <= 1
+    assert f"epoch {summary['best_epoch']}" in summary["tta"]["of"]  # the best checkpoint's, as eval uses
     capsys.readouterr()
     assert main(["eval", str(run), "--json"]) == 0
     with_tta = json.loads(capsys.readouterr().out)
@@ -162,6 +163,8 @@ def test_a_few_step_fast_run_trains_records_its_recipe_and_evaluates_with_tta(tm
     assert (with_tta["tta"], without["tta"]) == ("flip-shift", "none")
     assert with_tta["accuracy"] == pytest.approx(summary["tta"]["val_acc"], abs=1e-6)
     assert without["loss"] != with_tta["loss"]
+    report = (run / "report.html").read_text()
+    assert "With test-time augmentation (flip-shift" in report and f"{with_tta['accuracy']:.4g}" in report
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def write_report(run_dir: Path, config: dict, history: list[dict], summary: dict
         _h(f"dlkit run {run_dir.name}"),
         f"<p>{_e(config['model'])} on {_e(config['data'])} ({_e(summary.get('task', 'classification'))}): "
         f"best validation {best} at epoch {summary['best_epoch']} of {summary['epochs']} "
-        f"(chosen by {_e(summary.get('monitor', 'val_acc'))}).</p>",
+        f"(chosen by {_e(summary.get('monitor', 'val_acc'))}).{_tta_line(summary.get('tta'))}</p>",
         _section("Curves", _plot(plots / "curves.png") + _plot(plots / "lr.png")),
         _section("Metrics per epoch", _table(["epoch", *[k.replace("_", " ") for k in keys], "lr", "samples/s"],
                  [[r["epoch"], *[_num(r.get(k)) for k in keys], f"{r['lr']:.2e}", f"{r['images_per_s']:,.0f}" if "images_per_s" in r else "(within epoch)"]
@@ -77,6 +77,15 @@ def _num(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value) if value is not None else ""
+
+
+def _tta_line(tta: dict | None) -> str:
+    """The test-time augmentation's figure: what eval, predict, serve and export give for this checkpoint."""
+    if not tta:
+        return ""
+    shown = ", ".join(f"{k.removeprefix('val_')} <b>{v:.4g}</b>" for k, v in tta.items() if k.startswith("val_"))
+    return (f" With test-time augmentation ({_e(tta['mode'])}, recorded with the model and used by eval, predict, "
+            f"serve and export): {shown}.")
 
 
 def _environment(summary: dict, device: str) -> dict[str, Any]:

@@ -367,20 +367,27 @@ class Trainer:
         return metrics
 
     def _validate_with_tta(self) -> None:
-        """The final weights validated once more with the run's test-time augmentation (as evaluate and predict
-        will use it), beside the plain figure of the last epoch."""
+        """The best checkpoint validated once more with the run's test-time augmentation, as eval, predict, serve
+        and export will use it, beside its plain figure. Another epoch's best weights go into a copy: the model
+        keeps the last weights, which the last checkpoint saves."""
+        import copy
+
         from ..infer.tta import with_tta
 
-        plain = self.eval_forward
-        self.eval_forward = with_tta(plain, self.cfg.tta)
+        plain, model = self.eval_forward, self.model
+        if self.best_epoch != self.epoch and (self.run_dir / "checkpoints" / "best.safetensors").exists():
+            model = copy.deepcopy(self.model)
+            model.load_state_dict(ckpt.load_tensors(self.run_dir / "checkpoints" / "best.safetensors")[0])
+        self.eval_forward = with_tta(model if model is not self.model else plain, self.cfg.tta)
         try:
             metrics = self._validate()
         finally:
             self.eval_forward = plain
-        last = self.history[-1]
-        self.tta_metrics = {"mode": self.cfg.tta, "of": "the last epoch's weights", **metrics}
+        best = next((r for r in self.history if r["epoch"] == self.best_epoch), self.history[-1])
+        self.tta_metrics = {"mode": self.cfg.tta, "of": f"the best checkpoint (epoch {best['epoch']})", **metrics}
         key = "val_acc" if "val_acc" in metrics else self.monitor
-        self.console.print(f"tta {self.cfg.tta}: {key} {metrics[key]:.4f} (without: {last.get(key, float('nan')):.4f})")
+        self.console.print(f"tta {self.cfg.tta}: {key} {metrics[key]:.4f} (without: {best.get(key, float('nan')):.4f}; "
+                           f"best checkpoint, epoch {best['epoch']})")
 
     def _consider(self, record: dict[str, Any]) -> bool:
         """Whether `record` is the best so far by the monitored metric (then remembered), and --stop-at."""
