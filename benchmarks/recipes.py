@@ -2,8 +2,10 @@
 best recipe before it (benchmarks/time_to_accuracy.py's BEST: BatchNorm LeNet, AdamW one-cycle, 4 epochs), on
 Fashion-MNIST and MNIST, each --repeat times in fresh processes, medians compared.
 
-Both sides are the same command line (`dlkit train --data D ... --no-tensorboard --no-report -q`), timed alike by
-this parent from spawning the process to its exit, accuracy read from the run's summary.json: the validation split
+Both sides are the same command line (`dlkit train --data D ... --stop-at GOAL --no-tensorboard --no-report -q`),
+timed alike by this parent from spawning the process to its exit, accuracy read from the run's summary.json, and
+the seconds from process start to the end of the validation that first reached the goal (summary.json's `stopped`,
+as --stop-at records it): the validation split
 is the dataset's own test split (10,000 images). The fast recipe's figure is its final accuracy with its test-time
 augmentation (TTA), measured inside that same wall time; its plain accuracy is printed beside it. The recipes differ
 on purpose: the ratio is "how much sooner, and how much better", not a like-for-like speed figure.
@@ -41,8 +43,9 @@ def flags(options: dict) -> list[str]:
     return out
 
 
-def one_run(data: Path, side: list[str], device: str, out: Path) -> dict:
-    command = [sys.executable, "-m", "dlkit", "train", "--data", str(data), "--device", device, *side,
+def one_run(data: Path, side: list[str], device: str, out: Path, target: float | None) -> dict:
+    stop = ["--stop-at", str(target)] if target else []  # records when the validation first reached the goal
+    command = [sys.executable, "-m", "dlkit", "train", "--data", str(data), "--device", device, *side, *stop,
                "--out", str(out), "--no-tensorboard", "--no-report", "-q"]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -52,7 +55,9 @@ def one_run(data: Path, side: list[str], device: str, out: Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     plain = summary["val_acc"]  # the last epoch's, which the TTA pass uses too
     tta = (summary.get("tta") or {}).get("val_acc")
-    return {"wall_s": wall, "plain": plain, "acc": tta if tta is not None else plain, "epochs": summary["epochs"]}
+    stopped = summary.get("stopped") or {}
+    return {"wall_s": wall, "plain": plain, "acc": tta if tta is not None else plain, "epochs": summary["epochs"],
+            "reached_s": stopped.get("seconds_from_process_start")}
 
 
 def main() -> None:
@@ -72,18 +77,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.repeat):
                 for side, options in sides.items():
-                    r = one_run(data, options, args.device, Path(tmp) / f"{i}-{len(results[side])}-{side[:6]}")
+                    goal = GOALS.get((name, args.device))
+                    r = one_run(data, options, args.device, Path(tmp) / f"{i}-{len(results[side])}-{side[:6]}",
+                                goal[0] if goal else None)
                     results[side].append(r)
+                    reached = f"{r['reached_s']:.1f}s" if r["reached_s"] is not None else "never"
                     print(f"  {side:<14} {r['wall_s']:6.1f}s  accuracy {r['acc']:.4f} (plain {r['plain']:.4f}, "
-                          f"{r['epochs']} epochs)", flush=True)
+                          f"{r['epochs']} epochs; goal reached {reached} from process start)", flush=True)
         table = {side: (median([r["wall_s"] for r in rs]), median([r["acc"] for r in rs])) for side, rs in results.items()}
         (ref_s, ref_acc), (fast_s, fast_acc) = table["before (BEST)"], table["--recipe fast"]
         print(f"  median  before {ref_s:.1f}s acc {ref_acc:.4f}  |  fast {fast_s:.1f}s acc {fast_acc:.4f}  |  "
               f"{ref_s / fast_s:.2f}x sooner, accuracy {fast_acc - ref_acc:+.4f}")
         goal = GOALS.get((name, args.device))
         if goal:
-            met = fast_acc >= goal[0] and fast_s <= goal[1]
-            print(f"  goal: >= {goal[0]} within {goal[1]} s: {'met' if met else 'not met'}\n")
+            reached = [r["reached_s"] for r in results["--recipe fast"]]
+            at = median(reached) if None not in reached else None
+            met = at is not None and at <= goal[1]
+            print(f"  goal: >= {goal[0]} within {goal[1]} s from process start: median reached at "
+                  f"{f'{at:.1f} s' if at is not None else 'never'} ({'met' if met else 'not met'}); spawn to exit, "
+                  f"TTA pass included: {fast_s:.1f} s\n")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,12 @@ def test_a_recipe_fills_only_what_the_user_left_unset_and_its_fit_changes_only_t
     assert any("on the CPU" in n for n in notes)
     digits, notes = RECIPES.get("fast").fitted(cfg, Fitting(60000, "cpu", 28, tuple("0123456789")))
     assert (digits.augment, digits.tta) == ("shift", "shift") and any("mirroring" in n for n in notes)
+    left = make_config({"data": "digits", "recipe": "fast"})
+    glyphs, _ = RECIPES.get("fast").fitted(left, Fitting(60000, "cpu", 28, tuple("0123456789")))
+    clothes, _ = RECIPES.get("fast").fitted(left, Fitting(60000, "cpu", 28, ("shirt", "bag")))
+    assert (glyphs.epochs, clothes.epochs, glyphs.batch_size) == (1, 3, 500)  # ~120 steps for glyphs on the CPU
+    on_gpu, _ = RECIPES.get("fast").fitted(left, Fitting(60000, "cuda", 28, tuple("0123456789")))
+    assert (on_gpu.epochs, on_gpu.model_args) == (8, {"widths": [64, 256, 256]})
     own = make_config({"data": "digits", "recipe": "fast", "augment": "alternating", "tta": "flip"})
     kept, _ = RECIPES.get("fast").fitted(own, Fitting(60000, "cpu", 28, tuple("0123456789")))
     assert (kept.augment, kept.tta) == ("alternating", "flip")             # typed flags win over the fit
