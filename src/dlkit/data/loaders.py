@@ -54,7 +54,7 @@ def uniform_small_side(paths: list[Path], probe: int = 256) -> int | None:
         try:
             with Image.open(path) as img:
                 sizes.add(img.size)
-        except (OSError, ValueError):
+        except (OSError, ValueError, Image.DecompressionBombError):
             continue  # unreadable: found and listed when the data is decoded
         if len(sizes) > 1:
             return None
@@ -84,7 +84,7 @@ def photo_side(data, probe: int = 16) -> int | None:
                 try:
                     with Image.open(Path(folder) / name) as img:
                         sides.append(min(img.size))
-                except (OSError, ValueError):
+                except (OSError, ValueError, Image.DecompressionBombError):  # listed when decoded
                     continue
         if len(sides) >= probe:
             break
