@@ -166,17 +166,19 @@ class Explanation:
     def title(self) -> str:
         return f"{self.class_name} {self.probability:.3f}"
 
-    def figure(self):
-        from ..track.overlay import overlay_figure
+    def picture(self):
+        """The overlay as a PIL image: the photo | the photo with the map over it, the class and probability above,
+        the method and layer below."""
+        from ..track.overlay import overlay_image
 
         where = f"{Path(self.source).name}: " if self.source else ""
-        return overlay_figure(self.image, self.map, where + self.title, f"{METHODS[self.method]} at {self.layer}")
+        return overlay_image(self.image, self.map, where + self.title, f"{METHODS[self.method]} at {self.layer}")
 
-    def png(self, dpi: int = 100) -> bytes:
+    def png(self) -> bytes:
         import io
 
         buffer = io.BytesIO()  # zlib level 1: a third of level 6's time, for a slightly bigger file
-        self.figure().savefig(buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
+        self.picture().save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue()
 
     def save(self, path: str | Path) -> Path:
@@ -189,7 +191,7 @@ class Explanation:
 
     def _repr_png_(self) -> bytes:
         if getattr(self, "_shown", None) is None:  # a notebook asks for both reprs: draw once
-            self._shown = self.png(dpi=90)
+            self._shown = self.png()
         return self._shown
 
     def _repr_html_(self) -> str:
