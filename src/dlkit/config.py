@@ -121,6 +121,8 @@ class TrainConfig:
     device: str = opt("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
     amp: bool = opt(False, "mixed precision: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16)")
     compile: bool = opt(False, "torch.compile the model (slower start, faster steps on big models)")
+    cuda_graphs: str = opt("auto", "on CUDA, capture the training step (forward, loss, backward) once and replay it: "
+                           "auto (where it can be), off", choices=("auto", "off"))
     nproc_per_node: int | None = opt(None, "train with N processes on this machine (DistributedDataParallel, started "
                                      "through torchrun); --batch-size is then per process")
     sync_bn: bool = opt(False, "with several processes: convert BatchNorm to SyncBatchNorm (CUDA only)")

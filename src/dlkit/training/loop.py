@@ -26,6 +26,7 @@ class StepParts:
     skip_nonfinite: bool = False  # --nan-policy skip-batch: drop a batch whose loss is NaN/inf (one sync per step)
     score: Callable | None = None  # (outputs, targets) -> summed per-sample score on the device (the task's)
     all_finite: Callable[[torch.Tensor], bool] = finite  # under DDP: on every rank (they skip a batch together)
+    graphed: Callable | None = None  # on CUDA: (x, labels, totals) -> loss, one captured graph a step (graphed.py)
 
 
 def new_totals(device) -> torch.Tensor:
@@ -45,6 +46,10 @@ def train_one_epoch(parts: StepParts, batches, totals: torch.Tensor,
     for images, labels, *weight in batches:
         weight = weight[0] if weight else None
         x = parts.inputs(images, train=True)
+        if parts.graphed is not None:  # choose() leaves DDP's weights and --nan-policy skip-batch to the eager step
+            loss = parts.graphed(x, labels, totals)
+            on_step(len(labels), loss)
+            continue
         with parts.autocast():
             logits = model(x)
             loss = parts.loss_fn(logits, labels)

@@ -29,6 +29,7 @@ def run_summary(trainer, fit_s: float) -> dict[str, Any]:
         "best_metrics": {k: v for k, v in best_record.items() if k.startswith("val_")}, **metrics,
         "images_per_s": float(np.median(rates)) if rates else None, "device": trainer.device_label,
         "memory_format": "channels_last" if trainer.parts.inputs.channels_last else "contiguous",
+        "cuda_graphs": trainer.parts.graphed.status if trainer.parts.graphed is not None else "off",
         "wall_s": times["total_s"], "fit_s": round(fit_s, 2), "timing": times, "stopped": trainer.stopped,
         "validations": len(trainer.history) - len(epochs), "train_samples": len(trainer.data.train), "val_samples": len(trainer.data.val),
         "parameters": count_parameters(trainer.model), **data_notes(trainer.data.notes),

@@ -20,7 +20,7 @@ from ..models import default_size, smallest_size
 from ..track.console import Console, ConsoleProgress
 from ..track.rundir import MetricsFile, new_run_dir, save_samples, write_config
 from .. import storage as ckpt
-from . import distributed, resume
+from . import distributed, graphed, resume
 from .batchsize import OutOfMemory, find_batch_size
 from .callbacks import Checkpointer, EarlyStopping
 from ..device import (amp_dtype, autocast_for, configure_backends, device_label, prefers_channels_last, process_seconds,
@@ -202,9 +202,17 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.schedule, total, warmup))
         loss_fn = self.task.loss(cfg.loss, cfg.label_smoothing)
         forward, self.eval_forward = self.dist.wrap(self.model, cfg.compile)  # under DDP: DDP, and the plain model
-        return StepParts(forward, optimizer, scheduler, loss_fn, inputs, autocast_for(self.device, cfg.amp),
-                         cfg.clip_grad, skip_nonfinite=cfg.nan_policy == "skip-batch", score=self.task.batch_score,
-                         all_finite=lambda loss: self.dist.all_true(finite(loss)))
+        parts = StepParts(forward, optimizer, scheduler, loss_fn, inputs, autocast_for(self.device, cfg.amp),
+                          cfg.clip_grad, skip_nonfinite=cfg.nan_policy == "skip-batch", score=self.task.batch_score,
+                          all_finite=lambda loss: self.dist.all_true(finite(loss)))
+        choice = graphed.choose(cfg.cuda_graphs, self.device, world_size=self.dist.world_size, compiled=cfg.compile,
+                                skip_nonfinite=parts.skip_nonfinite, freeze_epochs=cfg.freeze_epochs)
+        if choice.note:
+            self.console.note(choice.note)
+        if choice.use:
+            parts.graphed = graphed.GraphedSteps(parts, cfg.batch_size, amp_dtype(self.device, cfg.amp),
+                                                 self.console.note)
+        return parts
 
     # ---- the run -----------------------------------------------------------------------------------------------
 
