@@ -6,6 +6,8 @@ Two figures per variant, each against the tutorial as the notes write it (4 load
            format before these start, while the tutorial decodes per sample inside them (its design);
   to last  seconds from process start (interpreter start-up and imports included) to the end of the last training
            step: everything each side does before and during training, every epoch's validation but the last.
+"bare" is the floor: the same model, batch and SGD with the data already on the device and no host sync per step;
+"bare-graphed" (CUDA) the same with each step one replayed CUDA graph (both default with --device cuda).
 "tutorial-Nw" is the same loop with N workers = the CPUs this process may use, a plain loop sized to the machine.
 With --folder (32 px RGB JPEGs in class folders, read as the course's CIFAR-10 loop reads them: ImageFolder + ToTensor,
 batch 64, SGD lr 0.01), dlkit runs twice: "cold" with an empty decoded-image cache, then warm (reading what cold
@@ -81,6 +83,11 @@ def run_one(args) -> None:
     torch.manual_seed(0)
     if args.variant.startswith("dlkit"):
         return emit(_dlkit(args, folder or fashion, recipe, shape, clock))
+    if args.variant.startswith("bare"):
+        model = dlkit.create_model(args.model, num_classes=10, **shape)
+        result = _bare(model, fashion, recipe, args, graphed=args.variant == "bare-graphed")
+        train_end = result.pop("train_end")
+        return emit({**result, "to_last_step_s": clock.at(train_end)})
     model = dlkit.create_model(args.model, num_classes=10, **shape)
     workers = usable_cpus() if args.variant.startswith("tutorial-") else 4  # 4: as the notes write it
     if folder:
@@ -127,6 +134,74 @@ def _dlkit(args, data: Path, recipe: dict, shape: dict, clock: ProcessClock) -> 
             "steady_images_per_s": steady_rate(n, seconds),
             "test_acc": h[-1]["val_acc"], "to_last_step_s": clock.at(last_step.at),
             "setup_s": run.summary.get("timing", {}).get("setup_s")}  # process start to the first step
+
+
+def _bare(model, fashion: Path, recipe: dict, args, graphed: bool) -> dict:
+    """The floor: the same model, batch, SGD and learning rate, the whole training split already on the device as
+    floats in [0, 1] (as ToTensor gives), batches drawn by indexing a permutation made on the device, no host sync
+    until the epoch ends, full batches only; with `graphed`, each step (forward, loss, backward, SGD step) one CUDA
+    graph replayed, captured after 3 warm-up steps on a side stream as PyTorch's CUDA-graph notes do."""
+    import torch
+
+    from dlkit.data.idx import read_idx_split
+    from tutorial import steady_rate
+
+    device = torch.device(args.device)
+    images, labels = read_idx_split(fashion, "train")
+    x_all, y_all = (images.to(device).float() / 255), labels.to(device)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=recipe["lr"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    batch = recipe["batch_size"]
+    autocast = (lambda: torch.autocast(device.type, torch.bfloat16, cache_enabled=False)) if args.amp else None
+    static_x, static_y = x_all[:batch].clone(), y_all[:batch].clone()
+
+    def step():
+        opt.zero_grad(set_to_none=not graphed)
+        with autocast() if autocast else torch.enable_grad():
+            loss = loss_fn(model(static_x), static_y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    replay = step
+    if graphed:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            step()
+        replay = graph.replay
+    steps = len(y_all) // batch
+    epoch_s = []
+    for _ in range(args.epochs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        order = torch.randperm(len(y_all), device=device)
+        for i in range(steps):
+            index = order[i * batch:(i + 1) * batch]
+            torch.index_select(x_all, 0, index, out=static_x)
+            torch.index_select(y_all, 0, index, out=static_y)
+            replay()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_s.append(time.perf_counter() - start)
+    train_end = time.perf_counter()
+    test_images, test_labels = read_idx_split(fashion, "test")
+    model.eval()
+    with torch.no_grad():
+        x, y = test_images.to(device).float() / 255, test_labels.to(device)
+        correct = sum(int((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum()) for i in range(0, len(y), 1000))
+    return {"variant": args.variant, "precision": "bf16" if args.amp else "fp32",
+            "images_per_s": steps * batch * len(epoch_s) / sum(epoch_s),
+            "steady_images_per_s": steady_rate(steps * batch, epoch_s), "train_end": train_end,
+            "test_acc": correct / len(y)}
 
 
 class LastStep:
@@ -189,8 +264,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="dlkit with bf16 autocast where it pays (default off: the same fp32 as the tutorial loop)")
-    p.add_argument("--variants", default="tutorial,tutorial-sized,lightning,dlkit",
-                   help="which loops to run (lightning when installed)")
+    p.add_argument("--variants", default=None,
+                   help="which loops to run: tutorial, tutorial-sized, lightning (when installed), dlkit, bare, "
+                   "bare-graphed (CUDA only: the floor); default the first four, and the bare two with --device cuda")
     p.add_argument("--folder", action="store_true", help="also measure on a CIFAR-shaped folder of 32 px RGB JPEGs "
                    "made from Fashion-MNIST (the same as --sources idx,folder)")
     p.add_argument("--sources", default=None, help="idx, folder or both (default idx; idx,folder with --folder)")
@@ -211,7 +287,8 @@ def main() -> None:
         cifar_folder(fashion_dir(), args.folder_images)
     if args.decode:
         return decode_rounds(cifar_folder(fashion_dir(), args.folder_images), args.repeat or 3)
-    variants = _variants(args.variants)
+    variants = _variants(args.variants or "tutorial,tutorial-sized,lightning,dlkit"
+                         + (",bare,bare-graphed" if args.device.startswith("cuda") else ""))
     print(f"Fashion-MNIST, {args.epochs} epoch(s), device {args.device}; img/s over the training steps, 'to last' "
           "from process start to the last step; ratios against the tutorial loop as the notes write it (4 workers), "
           "x to last = its seconds / theirs (above 1: sooner); cpu s = CPU seconds of its processes (workers "
@@ -238,6 +315,10 @@ def main() -> None:
                 setup = f" (setup, listing and decoding included: {r['setup_s']:.1f}s)" if r.get("setup_s") else ""
                 print(f"{'':<21} {name} against {sized}: img/s {r['images_per_s'] / s['images_per_s']:.2f}x, "
                       f"at the last step {_sooner(s['to_last_step_s'], r['to_last_step_s'])}{setup}")
+                floor = next((n for n in ("bare-graphed", "bare") if n in results), None)
+                if floor:  # issue 22's goal: dlkit's whole-epoch img/s at least half the graphed bare loop's
+                    print(f"{'':<21} {name} against the floor ({floor}): img/s "
+                          f"{r['images_per_s'] / results[floor]['images_per_s']:.2f}x")
 
 
 DECODE_PATHS = {"pil-threads": (False, False), "fast-threads": (True, False), "fast-procs": (True, True)}
@@ -292,9 +373,18 @@ def _variants(requested: str) -> list[str]:
             except ImportError:
                 print("(PyTorch Lightning not installed: `pip install lightning` to add it)")
                 continue
+        if v == "bare-graphed" and not _cuda_here():
+            print("(bare-graphed needs CUDA: left out)")
+            continue
         if v not in ("tutorial", "tutorial-sized"):
             variants.append(v)
     return variants
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _measure(model: str, source: str, variants: list[str], args) -> dict:
@@ -306,8 +396,8 @@ def _measure(model: str, source: str, variants: list[str], args) -> dict:
     for r in range(args.repeat or 1):
         with tempfile.TemporaryDirectory(prefix="dlkit-bench-cache-") as cache:
             for v in variants if r % 2 == 0 else variants[::-1]:
-                if v == "dlkit-cold-pil" and source != "folder":
-                    continue
+                if (v == "dlkit-cold-pil" and source != "folder") or (v.startswith("bare") and source == "folder"):
+                    continue  # the floor's data is the IDX split on the device: no folder to read
                 names = ["dlkit-cold", "dlkit"] if v == "dlkit" and source == "folder" else [v]
                 for name in names:
                     env = {"DLKIT_CACHE_DIR": cache}
