@@ -52,3 +52,34 @@ def test_the_precision_label_says_tf32_where_cuda_computes_in_it():
         assert precision_label(CUDA, amp=False) == "fp32"
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+
+def seeded_batches(device, storage=None):
+    from dlkit.data.loaders import TensorBatches
+    from dlkit.data.source import Samples
+
+    g = torch.Generator().manual_seed(0)
+    samples = Samples(torch.randint(0, 10, (301,), generator=g),
+                      torch.randint(0, 256, (301, 1, 8, 8), generator=g, dtype=torch.uint8))
+    return samples, [(x.clone(), y.clone()) for x, y in TensorBatches(samples, 64, True, device, seed=3,
+                                                                      storage=storage)]
+
+
+def test_cpu_batches_cover_the_split_once_in_a_seeded_order():
+    samples, batches = seeded_batches(torch.device("cpu"))
+    assert [len(y) for _, y in batches] == [64, 64, 64, 64, 45]
+    assert torch.equal(torch.cat([y for _, y in batches]).sort().values, samples.labels.sort().values)
+    assert all(torch.equal(y, y2) for (_, y), (_, y2) in zip(batches, seeded_batches(torch.device("cpu"))[1]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_on_the_gpu_and_from_pinned_host_memory_equal_the_cpu_ones():
+    """Indexing on the GPU, and pinned host memory copied one batch ahead on a side stream: the same batches in the
+    same seeded order as the CPU path."""
+    _, cpu = seeded_batches(torch.device("cpu"))
+    for storage in (CUDA, torch.device("cpu")):
+        _, got = seeded_batches(CUDA, storage)
+        torch.cuda.synchronize()
+        assert len(got) == len(cpu) and all(x.device.type == "cuda" for x, _ in got)
+        assert all(torch.equal(a.cpu(), b) and torch.equal(la.cpu(), lb) for (a, la), (b, lb) in zip(got, cpu))

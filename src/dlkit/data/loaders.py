@@ -249,10 +249,44 @@ class TensorBatches:
         order = order.to(self.images.device)
         first, self.skip_batches = self.skip_batches, 0
         images = self.images if self.mirrored is None else self.mirrored[(self.epoch - 1) % 2]
-        for idx, weight in self.shard.pieces(order, self.batch_size, first):
-            batch = (images[idx].to(self.device, non_blocking=True),
-                     self.labels[idx].to(self.device, non_blocking=True))
+        pieces = self.shard.pieces(order, self.batch_size, first)
+        if images.device.type == "cpu" and self.device.type == "cuda":
+            yield from self._prefetched(images, pieces)
+            return
+        for idx, weight in pieces:  # on the device itself (or all on the CPU): indexing is the whole batch
+            batch = images[idx].to(self.device), self.labels[idx].to(self.device)
             yield batch if weight is None else (*batch, weight)
+
+    def _prefetched(self, images: torch.Tensor, pieces):
+        """Data kept in host memory for a GPU: each batch gathered straight into pinned memory (torch's caching host
+        allocator, which reuses a block only once its copy is done) and copied on a side stream one batch ahead, so
+        the copy of batch k+1 overlaps the step on batch k; the step's stream waits on that batch's copy alone."""
+        side = torch.cuda.Stream(device=self.device)
+        ahead = None
+        for idx, weight in pieces:
+            copying = self._copy_on(side, images, idx), weight
+            if ahead is not None:
+                yield self._arrived(*ahead)
+            ahead = copying
+        if ahead is not None:
+            yield self._arrived(*ahead)
+
+    def _copy_on(self, side, images: torch.Tensor, idx: torch.Tensor):
+        host = [torch.index_select(t, 0, idx, out=torch.empty((len(idx), *t.shape[1:]), dtype=t.dtype,
+                                                                pin_memory=True)) for t in (images, self.labels)]
+        with torch.cuda.stream(side):
+            batch = [t.to(self.device, non_blocking=True) for t in host]
+            done = torch.cuda.Event()
+            done.record(side)
+        return batch, done
+
+    def _arrived(self, copied, weight):
+        batch, done = copied
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        for t in batch:  # allocated on the side stream, used on this one: not to be reused before this one is done
+            t.record_stream(current)
+        return tuple(batch) if weight is None else (*batch, weight)
 
 
 class EpochOrder(torch.utils.data.Sampler):
