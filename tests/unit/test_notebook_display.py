@@ -190,3 +190,35 @@ def test_the_lr_finder_result_shows_its_suggestion_and_curve_and_a_short_repr():
     html = result._repr_html_()
     assert "suggested 0.0042 (steepest descent)" in html and len(images_in(html)) == 1
     assert len(repr(result)) < 200 and "0.0042" in repr(result)
+
+
+def test_the_live_curves_keep_to_their_share_of_the_time_since_training_started():
+    """A picture costs ~0.2 s of CPU: mid-run, one is drawn only once the time since the start pays for it at
+    FIGURE_BUDGET (a 5 s epoch gets none until its end); the last is drawn whatever the budget."""
+    import time
+
+    from dlkit.track import live
+
+    class Handle:
+        updates = []
+
+        def update(self, bundle, raw):
+            self.updates.append(bundle)
+
+    view = {"title": "t", "where": "w", "status": "s", "history": [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4}]}
+    curves = (view["history"], [(0.1, 1.0), (0.5, 0.7)])
+    shower = live._Shower(Handle(), "run")
+    shower.show(view, curves)
+    assert shower.flush(10) and shower.draws == 0 and shower.sent == 1  # sent at once, not drawn: 0 s paid nothing
+    shower._started -= 1000  # as if training had run for 1000 s: ~10 s of drawing paid for
+    shower.show(view, curves)
+    shower._wake.set()
+    assert shower.flush(10)
+    deadline = time.time() + 10
+    while shower.draws == 0 and time.time() < deadline:
+        time.sleep(0.02)
+    assert shower.draws == 1 and "<img" in shower.curves
+    spent = shower.draw_cpu_s
+    assert shower.draw_after() == pytest.approx(shower._started + 2 * spent / live.FIGURE_BUDGET, rel=1e-6)
+    shower.finish(view, curves)
+    assert shower.draws == 2  # the last picture, drawn at the end whatever the budget

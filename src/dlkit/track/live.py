@@ -7,7 +7,7 @@ with quiet=True (or DLKIT_LIVE=0); elsewhere nothing changes. IPython is importe
 Cost: the training thread only hands the newest state to a display thread, at most every INTERVAL seconds and at
 each epoch's end. That thread builds the HTML and sends it (ipykernel's publish waits for its output thread: ~0.1 s
 a message on a loaded machine, measured, which on the training thread cost ~20% of the steps), and draws the
-curves (~0.15 s of matplotlib) within FIGURE_BUDGET of the time: a newer request replaces an older one, and the
+curves (~0.2 s of matplotlib) within FIGURE_BUDGET of the time since the start: a newer request replaces an older one, and the
 last picture is drawn when training ends. benchmarks/notebook_live.py measures the same run with the display on
 and off; LiveDisplay.cost() is the display's own account.
 """
@@ -23,8 +23,10 @@ from . import html as h
 
 INTERVAL = 0.5          # seconds between display updates: two a second at most
 FIGURE_INTERVAL = 2.0   # seconds between requests to redraw the curves within an epoch (and one at each epoch's end)
-FIGURE_BUDGET = 0.01    # the most of the time the display thread may spend drawing (one picture ~0.15 s of CPU:
-                        # the next waits ~15 s); the last picture is drawn at once when training ends
+FIGURE_BUDGET = 0.01    # the most of the time since training started that the display thread may have spent drawing
+                        # (one picture ~0.2 s of CPU: the first waits ~20 s, and each after it as long as it cost);
+                        # the last picture is drawn at once when training ends
+PICTURE_CPU_S = 0.2     # what a picture is expected to cost before one has been drawn (measured on a quiet 2-core CPU)
 
 
 def in_notebook() -> bool:
@@ -52,11 +54,12 @@ class _Shower:
         self._view: dict | None = None
         self._job: tuple | None = None        # (history, step_losses) to draw
         self._stopping = False
-        self._draw_after = 0.0                 # perf_counter time before which no picture is drawn (the budget)
+        self._started = time.perf_counter()
+        self._picture_cpu_s = PICTURE_CPU_S    # what the next picture should cost: the last one's figure
         self._idle.set()                       # nothing to send yet
         self.sent = self.draws = 0
         self.failed = False
-        self.draw_cpu_s = self.send_cpu_s = 0.0
+        self.draw_cpu_s = self.send_cpu_s = self.end_draw_cpu_s = 0.0
         self._thread = threading.Thread(target=self._loop, name="dlkit-live-display", daemon=True)
         self._thread.start()
 
@@ -84,12 +87,12 @@ class _Shower:
         while True:
             with self._lock:
                 waiting = self._job is not None and not self._stopping
-            rest = self._draw_after - time.perf_counter()
+            rest = self.draw_after() - time.perf_counter()
             self._wake.wait(rest if waiting and rest > 0 else None)
             self._wake.clear()
             with self._lock:
                 stopping, job = self._stopping, self._job
-                draw = job is not None and (stopping or time.perf_counter() >= self._draw_after)
+                draw = job is not None and (stopping or time.perf_counter() >= self.draw_after())
                 view, self._view = self._view, None
                 if draw:
                     self._job = None
@@ -105,6 +108,12 @@ class _Shower:
             if stopping and self._job is None and self._view is None:
                 return
 
+    def draw_after(self) -> float:
+        """The perf_counter time before which no picture is drawn: when the time since the start pays, at
+        FIGURE_BUDGET, for the pictures drawn and the next. So a short run (a 5 s epoch) gets its one picture at the
+        end instead of a mid-run one costing it 6%, and a long one a picture every ~20 s."""
+        return self._started + (self.draw_cpu_s + self._picture_cpu_s) / FIGURE_BUDGET
+
     def _draw(self, history: list, step_losses: list) -> None:
         from . import figures
 
@@ -115,7 +124,9 @@ class _Shower:
             self.curves = f"<p class='muted'>curves not drawn: {h.esc(e)}</p>"
         spent = time.thread_time() - started
         self.draws, self.draw_cpu_s = self.draws + 1, self.draw_cpu_s + spent
-        self._draw_after = time.perf_counter() + spent * (1 / FIGURE_BUDGET - 1)
+        if self._stopping:  # the last picture, drawn after the training steps (while the training thread waits)
+            self.end_draw_cpu_s += spent
+        self._picture_cpu_s = spent
 
     def _send(self, view: dict) -> None:
         if self.failed:
@@ -150,7 +161,8 @@ class LiveDisplay:
         self.interval = INTERVAL if interval is None else interval
         self.figure_interval = FIGURE_INTERVAL if figure_interval is None else figure_interval
         self.shower: _Shower | None = None
-        self.hooks_s = 0.0  # the training thread's seconds spent on the display
+        self.hooks_s = 0.0  # the training thread's seconds spent on the display during training
+        self.end_s = 0.0    # and after the last step, waiting for the last picture
 
     # ---- hooks -----------------------------------------------------------------------------------------------
 
@@ -218,13 +230,16 @@ class LiveDisplay:
         return self.shower.flush(timeout) if self.shower is not None else True
 
     def cost(self) -> dict[str, float]:
-        """What this display cost: updates sent and pictures drawn; the training thread's seconds on it (the wait
-        for the last picture included); the display thread's CPU seconds sending and drawing."""
+        """What this display cost: updates sent and pictures drawn; the training thread's seconds on it during
+        training, and after it (end_s: the wait for the last picture); the display thread's CPU seconds sending and
+        drawing, and of that drawing, the last picture's (end_draw_cpu_s: after the training steps)."""
         shower = self.shower or getattr(self, "_done", None)
         if shower is None:
-            return {"updates": 0, "draws": 0, "hooks_s": 0.0, "send_cpu_s": 0.0, "draw_cpu_s": 0.0}
+            return {"updates": 0, "draws": 0, "hooks_s": 0.0, "end_s": 0.0, "send_cpu_s": 0.0, "draw_cpu_s": 0.0,
+                    "end_draw_cpu_s": 0.0}
         return {"updates": shower.sent, "draws": shower.draws, "hooks_s": round(self.hooks_s, 4),
-                "send_cpu_s": round(shower.send_cpu_s, 4), "draw_cpu_s": round(shower.draw_cpu_s, 4)}
+                "end_s": round(self.end_s, 4), "send_cpu_s": round(shower.send_cpu_s, 4),
+                "draw_cpu_s": round(shower.draw_cpu_s, 4), "end_draw_cpu_s": round(shower.end_draw_cpu_s, 4)}
 
     # ---- what is shown ---------------------------------------------------------------------------------------
 
@@ -252,4 +267,4 @@ class LiveDisplay:
         self.history = list(trainer.history)
         self.shower.finish(self._view(status), self._curves(trainer, started))  # the last picture: every epoch
         self._done, self.shower = self.shower, None
-        self.hooks_s += time.perf_counter() - started
+        self.end_s += time.perf_counter() - started
